@@ -1,0 +1,87 @@
+"""``python -m servers --config FILE [--set section.key=VALUE ...]``: serve every transport on one port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from pushbench.config import ConfigError, default_config, load_config
+from servers.app import count_connections, make_app
+from servers.state import STATE
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m servers", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (defaults apply when omitted)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config key; VALUE is a TOML value (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def is_all_interfaces(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return host == ""
+
+
+async def serve(config: dict[str, Any]) -> None:
+    """Run until SIGINT/SIGTERM, then shut down cleanly (WS 1001, held long polls answered)."""
+    app = make_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    count_connections(runner, app[STATE].stats)
+    host, port = config["server"]["host"], config["server"]["port"]
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    await site.start()
+    bound_port = runner.addresses[0][1]
+    print(f"serving http://{url_host(host)}:{bound_port}", flush=True)
+    if is_all_interfaces(host):
+        print(f"warning: bound to all interfaces ({host}); anyone who can reach this host can connect",
+              file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides) if args.config else default_config(args.overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        import uvloop  # noqa: PLC0415
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(serve(config.to_dict()))
+    except OSError as exc:
+        print(f"error: cannot listen on {config.server['host']}:{config.server['port']}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

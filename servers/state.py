@@ -1,0 +1,128 @@
+"""Shared server state under typed AppKeys, the /stats counters, and helpers every transport uses."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from aiohttp import web
+
+from servers.feed import Feed, StaleCursor
+
+TRANSPORTS = ("poll", "longpoll", "sse", "ws")
+
+
+@dataclass
+class Stats:
+    """Counters served at GET /stats. Every number here is counted by the server as it happens."""
+
+    started_mono: float = field(default_factory=time.monotonic)
+    deliveries: Counter[str] = field(default_factory=Counter)  # events handed to the socket, per transport
+    requests: Counter[str] = field(default_factory=Counter)  # HTTP requests / WS or SSE sessions, per endpoint
+    connections_accepted: int = 0
+    connections_open: int = 0
+    connections_peak: int = 0
+    echoes: Counter[str] = field(default_factory=Counter)  # echo messages answered: "http" (POST /echo), "ws"
+    stale_cursors: int = 0  # requests whose cursor had left the history
+    slow_client_drops: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # error responses and closes, by kind
+
+    def connection_made(self) -> None:
+        self.connections_accepted += 1
+        self.connections_open += 1
+        self.connections_peak = max(self.connections_peak, self.connections_open)
+
+    def connection_lost(self) -> None:
+        self.connections_open -= 1
+
+    def snapshot(self, feed: Feed, process: psutil.Process) -> dict[str, Any]:
+        cpu = process.cpu_times()
+        return {
+            "events_published": feed.events_published,
+            "latest_seq": feed.latest_seq,
+            "oldest_seq": feed.oldest_seq,
+            "ticks": feed.ticks,
+            "late_ticks": feed.late_ticks,
+            "deliveries": {t: self.deliveries[t] for t in TRANSPORTS},
+            "requests": dict(self.requests),
+            "echoes": {k: self.echoes[k] for k in ("http", "ws")},
+            "connections_accepted": self.connections_accepted,
+            "connections_open": self.connections_open,
+            "connections_peak": self.connections_peak,
+            "stale_cursors": self.stale_cursors,
+            "slow_client_drops": self.slow_client_drops,
+            "rejected": dict(self.rejected),
+            "cpu_user_s": cpu.user,
+            "cpu_system_s": cpu.system,
+            "rss_bytes": process.memory_info().rss,
+            "uptime_s": time.monotonic() - self.started_mono,
+            "pid": process.pid,
+        }
+
+
+@dataclass
+class ServerState:
+    config: dict[str, Any]  # the resolved sections: {"feed": ..., "server": ..., "load": ...}
+    feed: Feed
+    stats: Stats
+    process: psutil.Process
+
+
+STATE = web.AppKey("state", ServerState)
+
+
+def state(request: web.Request) -> ServerState:
+    return request.app[STATE]
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
+    """An HTTP error carrying a short JSON body; never a stack trace."""
+    exc = _STATUS_EXC[status](
+        body=json.dumps({"error": message, "status": status, **extra}).encode(),
+        content_type="application/json",
+    )
+    return exc
+
+
+_STATUS_EXC: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    405: web.HTTPMethodNotAllowed,
+    410: web.HTTPGone,
+    413: web.HTTPRequestEntityTooLarge,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+def parse_cursor(request: web.Request, name: str = "after") -> int | None:
+    """The ``after`` query parameter as a non-negative int, None when absent; 400 when malformed."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        state(request).stats.rejected["bad_cursor"] += 1
+        raise json_error(400, f"{name} must be a non-negative integer below 10**18, got {raw[:40]!r}")
+    return int(raw)
+
+
+def stale_cursor_error(request: web.Request, exc: StaleCursor) -> web.HTTPException:
+    """410 Gone: the client's resume point left the history, so it knows it lost events."""
+    state(request).stats.stale_cursors += 1
+    return json_error(410, str(exc), after=exc.after, oldest=exc.oldest, latest=exc.latest)
+
+
+def check_future_cursor(request: web.Request, after: int) -> None:
+    """A cursor beyond the latest seq cannot come from this server: 400, never a silent hang."""
+    latest = state(request).feed.latest_seq
+    if after > latest:
+        state(request).stats.rejected["bad_cursor"] += 1
+        raise json_error(400, f"after={after} is beyond the latest event {latest}", latest=latest)
