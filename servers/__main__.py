@@ -37,6 +37,17 @@ def is_all_interfaces(host: str) -> bool:
         return host == ""
 
 
+def drop_all_connections(runner: web.AppRunner) -> None:
+    """SIGUSR1: cut every client connection at once (fault injection; clients must resume)."""
+    server = runner.server
+    if server is None:
+        return
+    for handler in server.connections:
+        if handler.transport is not None:
+            handler.transport.abort()
+    print(f"dropped {len(server.connections)} connections on SIGUSR1", file=sys.stderr, flush=True)
+
+
 async def serve(config: dict[str, Any]) -> None:
     """Run until SIGINT/SIGTERM, then shut down cleanly (WS 1001, held long polls answered)."""
     app = make_app(config)
@@ -55,6 +66,7 @@ async def serve(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, drop_all_connections, runner)
     try:
         await stop.wait()
     finally:
