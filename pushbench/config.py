@@ -78,11 +78,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "server": {
         "host": Key("str", "127.0.0.1", "address to bind; 0.0.0.0 or :: exposes the server to the network"),
         "port": Key("int", 0, "TCP port; 0 picks any free port", _between(0, 65535)),
-        "longpoll_timeout_s": Key("float", 30.0, "a long poll with no new event is answered empty after this", _positive),
+        "longpoll_timeout_s": Key(
+            "float", 30.0, "a long poll with no new event is answered empty after this", _positive
+        ),
         "keepalive": Key("bool", True, "false closes the connection after every HTTP response"),
         "ws_compress": Key("bool", False, "offer permessage-deflate on /ws"),
         "extra_headers": Key("str_table", {}, "response headers added to every HTTP response", _header_table),
-        "sse_heartbeat_s": Key("float", 15.0, "SSE comment line sent after this much silence (0 = never)", _non_negative),
+        "sse_heartbeat_s": Key(
+            "float", 15.0, "SSE comment line sent after this much silence (0 = never)", _non_negative
+        ),
         "ws_heartbeat_s": Key("float", 20.0, "WebSocket ping interval to detect dead peers (0 = never)", _non_negative),
         "max_connections": Key("int", 50_000, "open connections beyond this get 503", _at_least(1)),
         "max_body_bytes": Key("int", 1024 * 1024, "largest HTTP request body (413 beyond)", _at_least(1)),
@@ -170,7 +174,7 @@ def parse_set(item: str) -> tuple[list[str], Any]:
         if re.fullmatch(r"[A-Za-z_][\w.:/-]*", raw):
             value = raw  # a bare word such as `echo` or `browser`
         else:
-            raise ValueError(f"--set {item!r}: VALUE is not a TOML value (quote strings: key=\"text\")") from None
+            raise ValueError(f'--set {item!r}: VALUE is not a TOML value (quote strings: key="text")') from None
     return parts, value
 
 
@@ -195,9 +199,10 @@ def _type_problem(key: Key, value: Any) -> str | None:
     elif key.kind == "str_list":
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             return f"must be a list of strings, got {value!r}"
-    elif key.kind == "str_table":
-        if not isinstance(value, dict) or not all(isinstance(x, str) for x in value.values()):
-            return f"must be a table of strings, got {value!r}"
+    elif key.kind == "str_table" and (
+        not isinstance(value, dict) or not all(isinstance(x, str) for x in value.values())
+    ):
+        return f"must be a table of strings, got {value!r}"
     return None
 
 

@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m servers", description=__doc__)
     parser.add_argument("--config", help="TOML config file (defaults apply when omitted)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
         help="override one config key; VALUE is a TOML value (repeatable)",
     )
     return parser.parse_args(argv)
@@ -60,8 +65,11 @@ async def serve(config: dict[str, Any]) -> None:
     bound_port = runner.addresses[0][1]
     print(f"serving http://{url_host(host)}:{bound_port}", flush=True)
     if is_all_interfaces(host):
-        print(f"warning: bound to all interfaces ({host}); anyone who can reach this host can connect",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: bound to all interfaces ({host}); anyone who can reach this host can connect",
+            file=sys.stderr,
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -73,6 +81,16 @@ async def serve(config: dict[str, Any]) -> None:
         await runner.cleanup()
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (it is a dependency on Linux), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -81,16 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        import uvloop  # noqa: PLC0415
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        runner(serve(config.to_dict()))
+        run_loop(serve(config.to_dict()))
     except OSError as exc:
-        print(f"error: cannot listen on {config.server['host']}:{config.server['port']}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"error: cannot listen on {config.server['host']}:{config.server['port']}: {exc.strerror}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -113,7 +113,9 @@ class Feed:
         new = []
         for _ in range(self.burst):
             seq = self.latest_seq + 1
-            event = Event(seq, intended_ns, serialize_event(seq, intended_ns, make_payload(self._rng, self.payload_bytes)))
+            event = Event(
+                seq, intended_ns, serialize_event(seq, intended_ns, make_payload(self._rng, self.payload_bytes))
+            )
             self._events.append(event)
             self.latest_seq = seq
             new.append(event)

@@ -86,7 +86,7 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     """An HTTP error carrying a short JSON body; never a stack trace."""
     exc = _STATUS_EXC[status](
-        body=json.dumps({"error": message, "status": status, **extra}).encode(),
+        text=json.dumps({"error": message, "status": status, **extra}),
         content_type="application/json",
     )
     return exc

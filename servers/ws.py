@@ -14,7 +14,7 @@ from servers.feed import FeedClosed, StaleCursor
 from servers.state import check_future_cursor, parse_cursor, stale_cursor_error, state
 
 TRANSPORT = "ws"
-SOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
+SOCKETS = web.AppKey("websockets", set)  # the open WebSocketResponses, closed with 1001 on shutdown
 
 
 async def _push(ws: web.WebSocketResponse, request: web.Request, after: int) -> None:
@@ -77,8 +77,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 async def close_all(app: web.Application) -> None:
     """on_shutdown: every WebSocket gets 1001 Going Away."""
+    sockets: set[web.WebSocketResponse] = app[SOCKETS]
     await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in set(app[SOCKETS])),
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in list(sockets)),
         return_exceptions=True,
     )
 

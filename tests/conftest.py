@@ -79,7 +79,10 @@ def start_server_process(*args: str) -> ServerProcess:
     """``python -m servers ARGS`` in a subprocess; waits for its ``serving http://HOST:PORT`` line."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "servers", *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
