@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 from aiohttp import web
 
-from servers import echo, longpoll, poll, sse, ws
+from servers import echo, longpoll, page, poll, sse, ws
 from servers.feed import Feed
 from servers.state import STATE, ServerState, Stats, json_response, state
 
@@ -96,6 +96,7 @@ def make_app(config: dict[str, Any]) -> web.Application:
     for module in TRANSPORT_MODULES:
         module.add_routes(app)
     echo.add_routes(app)
+    page.add_routes(app)
     app.router.add_get("/stats", stats_handler, name="stats", allow_head=False)
     app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(_close_feed)
