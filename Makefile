@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
-.PHONY: setup test test-slow bench quick lint format clean
+.PHONY: setup test test-slow bench quick lint format clean chromium test-browser browser-profile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,26 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
+
+# The browser suite: Debian's Chromium (never a downloaded browser) driven by Playwright's Python package.
+# Without Chromium or Playwright the suite is skipped with the reason, not passed.
+BROWSER_STAMP := $(VENV)/.browser-installed
+CHROMIUM ?= /usr/bin/chromium
+
+$(BROWSER_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[browser]' && touch $(BROWSER_STAMP) \
+		|| echo "warning: Playwright could not be installed; the browser suite will be skipped"
+
+chromium:
+	@test -x $(CHROMIUM) || apt-get install -y chromium || (apt-get update && apt-get install -y chromium) \
+		|| echo "warning: Chromium could not be installed; the browser suite will be skipped"
+
+test-browser: $(BROWSER_STAMP) chromium
+	$(PY) -m pytest -m browser -q -rs
+
+# Writes configs/browser_profile.json: the header bytes Chromium really sends, recorded on the wire.
+browser-profile: $(STAMP) chromium
+	$(PY) -m servers.browser_profile --chromium $(CHROMIUM)
 
 bench: $(STAMP)
 	$(PY) -m loadgen --config $(CONFIG)

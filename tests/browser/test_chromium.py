@@ -1,0 +1,291 @@
+"""The page in real Chromium (Debian's /usr/bin/chromium driven by Playwright): handlers, gaps, resume, /stats.
+
+Skipped, with the reason, when Playwright or Chromium is missing or will not start; never passed without it.
+Run with ``make test-browser``. Screenshots go to ``results/browser/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, ServerProcess, timeout
+
+from servers.browser_profile import CHROMIUM, CHROMIUM_FLAGS
+
+pytestmark = pytest.mark.browser
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright is not installed: pip install -e '.[browser]' (make test-browser does)"
+)
+
+TRANSPORTS = ("ws", "sse", "longpoll", "poll")
+SCREENSHOTS = ROOT / "results" / "browser"
+FAST_FEED = ("--set", "feed.rate_hz=20", "--set", "feed.payload_bytes=20")
+Snapshot = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module (Playwright gives each launch a fresh user-data-dir)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (make test-browser does)")
+    pw = sync_api.sync_playwright().start()
+    try:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_FLAGS))
+    except Exception as exc:
+        pw.stop()
+        pytest.skip(f"Chromium at {CHROMIUM} did not start: {str(exc).splitlines()[0]}")
+    yield instance
+    instance.close()
+    pw.stop()
+
+
+class Page:
+    """The pushbench page in a fresh browser context, and ways to read its counters."""
+
+    def __init__(self, browser: Any, url: str) -> None:
+        self.context = browser.new_context()
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.goto(url)
+        self.page.wait_for_function("window.pushbench && window.pushbench.snapshot().started")
+
+    def snapshot(self) -> Snapshot:
+        snap: Snapshot = self.page.evaluate("window.pushbench.snapshot()")
+        return snap["transports"]
+
+    def wait_until(self, what: str, check: Callable[[Snapshot], bool], seconds: float = 10) -> Snapshot:
+        deadline = time.monotonic() + timeout(seconds)
+        while True:
+            snap = self.snapshot()
+            if check(snap):
+                return snap
+            if time.monotonic() > deadline:
+                brief = {t: {k: v for k, v in s.items() if k not in ("log", "handlerEvents")} for t, s in snap.items()}
+                raise AssertionError(f"page never got {what} within {timeout(seconds):g} s: {json.dumps(brief)}")
+            time.sleep(0.05)
+
+    def screenshot(self, name: str, capsys: pytest.CaptureFixture[str]) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        with capsys.disabled():
+            print(f"\n  screenshot: {path.relative_to(ROOT)}")
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Page]]:
+    pages: list[Page] = []
+
+    def open_(url: str, **query: Any) -> Page:
+        qs = "&".join(f"{k}={v}" for k, v in {"poll_ms": 200, "backoff_max_ms": 1000, **query}.items())
+        page = Page(browser, f"{url}/?{qs}")
+        pages.append(page)
+        return page
+
+    yield open_
+    for page in pages:
+        assert not page.errors, f"JavaScript errors on the page: {page.errors}"
+        page.close()
+
+
+def server_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/stats", timeout=timeout(5)) as resp:
+        stats: dict[str, Any] = json.load(resp)
+        return stats
+
+
+def every(snap: Snapshot, check: Callable[[dict[str, Any]], bool]) -> bool:
+    return all(check(snap[t]) for t in TRANSPORTS)
+
+
+def handler_runs(snap: Snapshot, conn: int) -> list[dict[str, Any]]:
+    return [e for e in snap["ws"]["handlerEvents"] if e["conn"] == conn]
+
+
+def assert_contiguous(snap: Snapshot) -> None:
+    """Every seq from the first received (since the last restart) to the cursor arrived once or was counted lost."""
+    for t in TRANSPORTS:
+        s = snap[t]
+        assert (s["gaps"], s["missed"], s["duplicates"]) == (0, 0, 0), f"{t}: {s['log'][-20:]}"
+        assert s["messagesSinceReset"] + s["lostSinceReset"] == s["cursor"] - s["firstSeq"] + 1, f"{t}: {s}"
+
+
+def test_websocket_handlers_fire_open_messages_close_on_server_shutdown(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page]
+) -> None:
+    sp = server_process(*FAST_FEED)
+    page = open_page(sp.url)
+    page.wait_until("5 WebSocket messages", lambda s: s["ws"]["messages"] >= 5)
+    assert sp.stop(signal.SIGTERM) == 0
+    snap = page.wait_until("onclose", lambda s: any(e["type"] == "close" for e in handler_runs(s, 1)))
+    runs = handler_runs(snap, 1)
+    assert [e["type"] for e in runs] == ["open", "message", "close"], runs
+    assert runs[1]["count"] >= 5
+    # 1001 Going Away with the server's reason arrives every time. wasClean is not asserted: about one run in
+    # three Chromium reports wasClean=false (the server process closes the TCP connection before the closing
+    # handshake is complete on Chromium's side); that is the server's shutdown, not the page.
+    assert (runs[2]["code"], runs[2]["reason"]) == (1001, "server shutdown"), runs[2]
+    assert snap["ws"]["messages"] == runs[1]["count"]
+
+
+def test_websocket_onerror_then_onclose_when_server_unreachable(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page]
+) -> None:
+    sp = server_process(*FAST_FEED)
+    page = open_page(sp.url)
+    page.wait_until("an open WebSocket", lambda s: s["ws"]["opens"] == 1)
+    sp.stop(signal.SIGKILL)  # no close frame, and nothing listening afterwards
+    snap = page.wait_until("two failed reconnects", lambda s: len(handler_runs(s, 3)) >= 2)
+    for conn in (2, 3):
+        runs = handler_runs(snap, conn)
+        assert [e["type"] for e in runs] == ["error", "close"], runs
+        assert (runs[1]["code"], runs[1]["wasClean"]) == (1006, False), runs
+    assert snap["ws"]["state"].startswith("reconnecting") or snap["ws"]["state"] in ("connecting", "error")
+    assert any("onerror" in line for line in snap["ws"]["log"])
+
+
+def test_every_transport_receives_every_event_without_gap(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sp = server_process(*FAST_FEED)
+    page = open_page(sp.url)
+    page.page.fill("#poll-interval", "300")
+    page.page.dispatch_event("#poll-interval", "change")
+    assert page.page.evaluate("window.pushbench.snapshot().pollIntervalMs") == 300
+    snap = page.wait_until("40 events on every transport", lambda s: every(s, lambda t: t["messages"] >= 40))
+    assert_contiguous(snap)
+    for t in TRANSPORTS:
+        s = snap[t]
+        assert s["lost"] == s["resets"] == 0
+        assert s["p50_ms"] is not None and 0 <= s["p50_ms"] <= s["p99_ms"] < timeout(2000), (t, s)
+        assert s["bytes"] > 0
+    for t in ("ws", "sse", "longpoll"):  # pushed within milliseconds; short polling waits for the next poll
+        assert snap[t]["p50_ms"] < timeout(100), (t, snap[t]["p50_ms"])
+    assert snap["ws"]["requests"] == snap["sse"]["requests"] == 1
+    assert page.page.evaluate("[125, 126, 65535, 65536].map(window.pushbench.wsFrameHeaderBytes)") == [2, 4, 4, 10]
+    page.screenshot("every-transport", capsys)
+
+
+def test_ts_beyond_2_pow_53_gives_exact_milliseconds(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page]
+) -> None:
+    page = open_page(server_process(*FAST_FEED).url)
+    ms = page.page.evaluate(
+        """[window.pushbench.parseFeedJson('{"seq":1,"ts":1795710654037123456,"data":""}').ts,
+            window.pushbench.nsDigitsToMs("1795710654037999999")]"""
+    )
+    assert ms[0] == pytest.approx(1795710654037.123456, abs=1e-6)
+    assert ms[1] == pytest.approx(1795710654037.999999, abs=1e-6)
+
+
+def test_page_counters_match_server_stats(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page]
+) -> None:
+    """Per transport, at a moment when nothing is in flight, the page and the server agree exactly on:
+
+    - events: the server's ``deliveries`` (events handed to the socket) == the page's ``messages`` (events its
+      handlers received);
+    - requests: the server's ``requests`` (HTTP requests for poll/longpoll, streams opened for SSE and WebSocket)
+      == the page's ``requests`` (fetches made, EventSource and WebSocket objects created).
+
+    Both sides only count up, so a sample where the page read the same numbers before and after /stats answered,
+    and /stats agrees with them, is an exact match. Events arrive every 200 ms: most samples are quiet.
+    """
+    sp = server_process("--set", "feed.rate_hz=5", "--set", "feed.payload_bytes=20")
+    page = open_page(sp.url, poll_ms=300)
+    page.wait_until("5 events on every transport", lambda s: every(s, lambda t: t["messages"] >= 5))
+    last: tuple[Any, ...] = ()
+    for _ in range(100):
+        before = page.snapshot()
+        stats = server_stats(sp.url)
+        after = page.snapshot()
+        page_counts = {t: (after[t]["messages"], after[t]["requests"]) for t in TRANSPORTS}
+        server_counts = {t: (stats["deliveries"][t], stats["requests"].get(t, 0)) for t in TRANSPORTS}
+        quiet = page_counts == {t: (before[t]["messages"], before[t]["requests"]) for t in TRANSPORTS}
+        if quiet and page_counts == server_counts:
+            break
+        last = (page_counts, server_counts)
+        time.sleep(0.037)
+    else:
+        raise AssertionError(f"page (messages, requests) never matched /stats (deliveries, requests): {last}")
+    assert all(page_counts[t][0] >= 5 for t in TRANSPORTS)
+    assert stats["connections_open"] >= 3  # WebSocket, EventSource and the held long poll at least
+
+
+def test_resume_without_gap_after_every_connection_drops(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page]
+) -> None:
+    sp = server_process(*FAST_FEED)
+    page = open_page(sp.url)
+    before = page.wait_until("10 events on every transport", lambda s: every(s, lambda t: t["messages"] >= 10))
+    sp.proc.send_signal(signal.SIGUSR1)  # the server cuts every connection and keeps running
+    snap = page.wait_until(
+        "30 more events on every transport",
+        lambda s: (
+            every(s, lambda t: t["cursor"] >= before["ws"]["cursor"] + 30)
+            and s["ws"]["opens"] >= 2
+            and s["sse"]["opens"] >= 2
+        ),
+    )
+    assert_contiguous(snap)
+    for t in TRANSPORTS:
+        assert snap[t]["lost"] == snap[t]["resets"] == 0, t
+    assert snap["ws"]["lastClose"]["code"] == 1006
+    assert snap["ws"]["requests"] >= 2 and snap["sse"]["requests"] >= 2
+
+
+def test_server_restart_is_detected_and_the_new_feed_is_followed_from_seq_1(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page], capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = server_process(*FAST_FEED)
+    page = open_page(first.url)
+    page.wait_until("20 events on every transport", lambda s: every(s, lambda t: t["messages"] >= 20))
+    assert first.stop(signal.SIGTERM) == 0
+    page.wait_until("every transport to notice", lambda s: every(s, lambda t: t["errors"] >= 1 or t["closes"] >= 1))
+    second = server_process(*FAST_FEED, "--set", f"server.port={first.port}")
+    snap = page.wait_until(
+        "every transport to reset and follow the new server",
+        lambda s: every(s, lambda t: t["resets"] == 1 and t["firstSeq"] == 1 and t["cursor"] >= 10),
+        seconds=20,
+    )
+    assert_contiguous(snap)  # since the reset: every seq of the new server from 1 on
+    assert all(any("RESET" in line for line in snap[t]["log"]) for t in TRANSPORTS)
+    assert server_stats(second.url)["latest_seq"] >= snap["ws"]["cursor"]
+    page.screenshot("after-restart", capsys)
+
+
+def test_events_that_left_history_are_counted_lost(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sp = server_process("--set", "feed.rate_hz=50", "--set", "feed.payload_bytes=20", "--set", "feed.history=20")
+    page = open_page(sp.url, poll_ms=100)
+    page.wait_until("10 events on every transport", lambda s: every(s, lambda t: t["messages"] >= 10))
+    page.page.evaluate("window.pushbench.pause()")
+    paused = page.snapshot()
+    furthest = max(paused[t]["cursor"] for t in TRANSPORTS)
+    deadline = time.monotonic() + timeout(10)
+    while server_stats(sp.url)["oldest_seq"] <= furthest + 30:
+        assert time.monotonic() < deadline, "the feed did not move on"
+        time.sleep(0.1)
+    page.page.evaluate("window.pushbench.resume()")
+    latest = server_stats(sp.url)["latest_seq"]
+    snap = page.wait_until("every transport past the loss", lambda s: every(s, lambda t: t["cursor"] >= latest + 10))
+    assert_contiguous(snap)  # received + counted lost == every seq from the first to the last
+    for t in TRANSPORTS:
+        assert snap[t]["lost"] >= 30, (t, snap[t]["lost"])
+        assert snap[t]["resets"] == 0
+        assert any("LOST" in line for line in snap[t]["log"]), t
+    page.screenshot("lost-events", capsys)
