@@ -1,0 +1,514 @@
+"""The six charts of the report, each a matplotlib Figure built from an Analysis (no pyplot, no global state).
+
+Every chart keeps one colour per transport, states its units, and says in its title which cells it shows,
+so a reader needs neither the code nor the config to read it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter
+
+from analysis.fmt import fmt
+from analysis.metrics import (
+    TRANSPORT_NAMES,
+    first,
+    loglog_slope,
+    memory_per_client_bytes,
+    slice_cells,
+    transports_in,
+)
+from analysis.model import Analysis
+
+# One colour per transport, the same in every chart (colour-blind-safe Okabe–Ito hues).
+COLOURS = {"poll": "#D55E00", "longpoll": "#E69F00", "sse": "#009E73", "ws": "#0072B2"}
+OTHER_COLOUR = "#777777"
+SHORT = {"poll": "poll", "longpoll": "long poll", "sse": "SSE", "ws": "WS"}
+LAYERS = (  # stacked from the bottom: (suffix, label, alpha, hatch)
+    ("payload", "payload", 1.0, ""),
+    ("overhead", "HTTP / frame overhead", 0.55, "//"),
+    ("tcpip", "TCP/IP headers", 0.25, ".."),
+)
+
+matplotlib.rcParams.update(
+    {
+        "svg.hashsalt": "pushbench",  # stable element ids: the same run gives the same SVG
+        "svg.fonttype": "none",  # text stays text in the SVG
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "figure.titlesize": 12,
+        "legend.fontsize": 8,
+    }
+)
+
+
+def colour(transport: str) -> str:
+    return COLOURS.get(transport, OTHER_COLOUR)
+
+
+def label(transport: str) -> str:
+    return TRANSPORT_NAMES.get(transport, transport)
+
+
+def describe(base: dict[str, Any], free: tuple[str, ...] = ()) -> str:
+    """The fixed parameters of a chart, for its title: '100 clients, 10 events/s, 100-B payload, minimal headers'."""
+    parts = []
+    if "clients" not in free:
+        parts.append(f"{fmt(base['clients'])} clients")
+    if "rate_hz" not in free:
+        parts.append(f"{fmt(base['rate_hz'] * base['burst'])} events/s")
+    if "payload_bytes" not in free:
+        parts.append(f"{fmt(base['payload_bytes'])}-B payload")
+    if "header_profile" not in free:
+        parts.append(f"{base['header_profile']} headers")
+    parts.append(f"poll every {fmt(base['poll_interval_s'])} s")
+    if not base.get("keepalive", True):
+        parts.append("no keep-alive")
+    return ", ".join(parts)
+
+
+def no_data(ax: Axes, what: str) -> None:
+    ax.text(
+        0.5,
+        0.5,
+        f"not measured in this run:\n{what}",
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="#666666",
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def transport_legend(ax: Axes, transports: list[str], **kw: Any) -> None:
+    handles = [Line2D([], [], color=colour(t), marker="o", label=label(t)) for t in transports]
+    ax.legend(handles=handles, **kw)
+
+
+def _errorbars(group: pd.DataFrame, col: str) -> np.ndarray | None:
+    if (group["repeats"] < 2).all():
+        return None
+    mean = group[col].to_numpy(dtype=float)
+    lo = mean - group[f"{col}__min"].to_numpy(dtype=float)
+    hi = group[f"{col}__max"].to_numpy(dtype=float) - mean
+    return np.vstack([np.nan_to_num(lo), np.nan_to_num(hi)])
+
+
+def line_per_transport(
+    ax: Axes,
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    scale_y: float = 1.0,
+    linestyle: str = "-",
+    marker: str = "o",
+    suffix: str = "",
+) -> list[str]:
+    """One line per transport (mean of repeats, bars from min to max); returns the transports drawn."""
+    drawn = []
+    for t in transports_in(data) if not data.empty else []:
+        g = data[(data["transport"] == t) & data[y].notna()].sort_values(x)
+        if g.empty:
+            continue
+        err = _errorbars(g, y)
+        ax.errorbar(
+            g[x],
+            g[y] * scale_y,
+            yerr=None if err is None else err * scale_y,
+            color=colour(t),
+            linestyle=linestyle,
+            marker=marker,
+            capsize=2,
+            label=label(t) + suffix,
+        )
+        drawn.append(t)
+    return drawn
+
+
+# 1. Header overhead ------------------------------------------------------------------------------------------
+
+
+def header_overhead(a: Analysis) -> Figure:
+    data = slice_cells(a.cells, a.base, free=("payload_bytes", "header_profile", "scenario"))
+    payloads = sorted(data["payload_bytes"].unique()) if not data.empty else []
+    # The baseline scenario and profile get a panel per payload size; every other scenario/profile measured
+    # gets its own panels after them, so no panel is empty.
+    panels: list[tuple[str, str, float]] = [
+        (str(a.base["scenario"]), str(a.base["header_profile"]), p)
+        for p in payloads
+        if _overhead_panel(data, a.base["scenario"], a.base["header_profile"], p).shape[0]
+    ]
+    for scenario in ("feed", "echo"):
+        for profile in ("minimal", "browser", "custom"):
+            for p in payloads:
+                key = (scenario, profile, p)
+                if key not in panels and _overhead_panel(data, scenario, profile, p).shape[0]:
+                    panels.append(key)
+    ncols = max(1, min(3, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig = Figure(figsize=(4.2 * ncols + 0.5, 3.4 * nrows + 1.2), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(panels):
+            ax.set_visible(False)
+            continue
+        scenario, profile, payload = panels[k]
+        panel = _overhead_panel(data, scenario, profile, payload)
+        ax.set_title(f"{scenario}, {profile} headers, {fmt(payload)}-B payload")
+        ticks, names, centres, groups = [], [], [], []
+        for i, t in enumerate(transports_in(panel)):
+            cell = first(panel[panel["transport"] == t])
+            for j, direction in enumerate(("down", "up")):
+                x = i * 2.6 + j
+                bottom = 0.0
+                for suffix, _, alpha, hatch in LAYERS:
+                    v = float(cell[f"{direction}_{suffix}_per_event"])
+                    v = 0.0 if math.isnan(v) else v
+                    ax.bar(
+                        x,
+                        v,
+                        bottom=bottom,
+                        color=colour(t),
+                        alpha=alpha,
+                        hatch=hatch,
+                        edgecolor=colour(t),
+                        linewidth=0.6,
+                        width=0.9,
+                    )
+                    bottom += v
+                ax.annotate(
+                    fmt(bottom),
+                    (x, bottom),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 1),
+                    textcoords="offset points",
+                )
+                ticks.append(x)
+                names.append("↓" if direction == "down" else "↑")
+            centres.append(i * 2.6 + 0.5)
+            groups.append(SHORT.get(t, t))
+        ax.set_xticks(ticks, names, fontsize=8)
+        ax.set_xticks(centres, groups, minor=True, fontsize=8)
+        ax.tick_params(axis="x", which="minor", length=0, pad=14)
+        ax.grid(False, axis="x", which="both")
+        ax.set_ylabel("bytes per delivered event")
+    if not panels:
+        no_data(axes[0][0], "feed cells at the baseline settings")
+    layer_handles = [
+        Patch(facecolor="#555555", alpha=alpha, hatch=hatch, edgecolor="#555555", label=name)
+        for _, name, alpha, hatch in LAYERS
+    ]
+    transport_handles = [Patch(color=colour(t), label=label(t)) for t in transports_in(data)] if not data.empty else []
+    fig.legend(handles=layer_handles + transport_handles, loc="outside lower center", ncol=7)
+    fig.suptitle(
+        "Bytes on the wire per delivered event (↓ server→client, ↑ client→server)\n"
+        f"{describe(a.base, ('payload_bytes', 'header_profile'))}"
+    )
+    return fig
+
+
+def _overhead_panel(data: pd.DataFrame, scenario: Any, profile: Any, payload: Any) -> pd.DataFrame:
+    return data[
+        (data["scenario"] == scenario) & (data["header_profile"] == profile) & (data["payload_bytes"] == payload)
+    ]
+
+
+# 2. Bandwidth ------------------------------------------------------------------------------------------------
+
+
+def bandwidth(a: Analysis) -> Figure:
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    by_rate = slice_cells(a.cells, a.base, free=("rate_hz",))
+    drawn = line_per_transport(ax1, by_rate, "events_per_s", "wire_bps_per_client")
+    ax1.set_title(f"Per client vs event rate\n{describe(a.base, ('rate_hz',))}")
+    ax1.set_xlabel("events published per second")
+    ax1.set_ylabel("bits per second per client (both directions)")
+    _log_if_positive(ax1, "both")
+    ax1.yaxis.set_major_formatter(EngFormatter(unit="bit/s"))
+    if drawn:
+        ax1.legend()
+    by_clients = slice_cells(a.cells, a.base, free=("clients",))
+    drawn = line_per_transport(ax2, by_clients, "clients", "wire_bps_total")
+    ax2.set_title(f"All clients together vs number of clients\n{describe(a.base, ('clients',))}")
+    ax2.set_xlabel("connected clients")
+    ax2.set_ylabel("bits per second, all clients (both directions)")
+    _log_if_positive(ax2, "x")
+    ax2.yaxis.set_major_formatter(EngFormatter(unit="bit/s"))
+    if drawn:
+        ax2.legend()
+    fig.suptitle("Bandwidth: TCP payload plus TCP/IP headers (mean of repeats; bars span min–max)")
+    return fig
+
+
+def _log_if_positive(ax: Axes, which: str) -> None:
+    """Log axes only when there is something positive to draw (matplotlib warns on an empty log axis)."""
+    if not ax.has_data():
+        return
+    if which in ("x", "both"):
+        ax.set_xscale("log")
+    if which in ("y", "both"):
+        ax.set_yscale("log")
+
+
+# 3. Latency --------------------------------------------------------------------------------------------------
+
+
+def latency(a: Analysis) -> Figure:
+    echo = slice_cells(a.cells, {**a.base, "scenario": "echo"}, free=())
+    panels = 3 if not echo.empty else 2
+    fig = Figure(figsize=(5.2 * panels, 4.4), layout="constrained")
+    axes = fig.subplots(1, panels)
+    interval_ms = float(a.base["poll_interval_s"]) * 1000
+    ax = axes[0]
+    chosen = slice_cells(a.cells, a.base, free=())
+    for t in transports_in(chosen) if not chosen.empty else []:
+        cell = first(chosen[chosen["transport"] == t])
+        hist = a.merged_latency(int(cell["cell_index"]))
+        if hist is None or hist.get_total_count() == 0:
+            continue
+        xs, ys = cdf_points(hist)
+        ax.step(xs, ys, where="post", color=colour(t), label=f"{label(t)} ({fmt(hist.get_total_count())} events)")
+    if ax.has_data():
+        ax.set_xscale("log")
+        ax.axvline(interval_ms, color=colour("poll"), linestyle=":", linewidth=1)
+        ax.annotate(
+            f"short-poll interval\n{fmt(interval_ms)} ms",
+            (interval_ms, 0.05),
+            xytext=(-4, 0),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color=colour("poll"),
+        )
+        ax.legend(loc="upper left")
+    else:
+        no_data(ax, "a feed cell with delivered events")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"CDF of event latency, one cell per transport\n{describe(a.base)}")
+    ax.set_xlabel("latency from intended publish time (ms, log)")
+    ax.set_ylabel("fraction of events delivered within x")
+
+    ax = axes[1]
+    by_rate = slice_cells(a.cells, a.base, free=("rate_hz",))
+    drawn = line_per_transport(ax, by_rate, "events_per_s", "latency_p50_ms", suffix=" p50")
+    line_per_transport(ax, by_rate, "events_per_s", "latency_p99_ms", linestyle="--", marker="^", suffix=" p99")
+    if drawn:
+        ax.axhline(interval_ms, color=colour("poll"), linestyle=":", linewidth=1)
+        ax.annotate(
+            f"short-poll interval {fmt(interval_ms)} ms",
+            (0.01, interval_ms),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 2),
+            textcoords="offset points",
+            fontsize=7,
+            color=colour("poll"),
+        )
+        _log_if_positive(ax, "both")
+        ax.legend(
+            handles=[
+                *(Line2D([], [], color=colour(t), label=label(t)) for t in drawn),
+                Line2D([], [], color="#555555", marker="o", label="p50 (solid)"),
+                Line2D([], [], color="#555555", marker="^", linestyle="--", label="p99 (dashed)"),
+            ]
+        )
+    else:
+        no_data(ax, "feed cells varying the event rate")
+    ax.set_title(f"Median and p99 latency vs event rate\n{describe(a.base, ('rate_hz',))}")
+    ax.set_xlabel("events published per second")
+    ax.set_ylabel("latency (ms, log)")
+
+    if panels == 3:
+        ax = axes[2]
+        ts = transports_in(echo)
+        positions = np.arange(len(ts))
+        for i, t in enumerate(ts):
+            cell = first(echo[echo["transport"] == t])
+            for j, (col, hatch) in enumerate((("latency_p50_ms", ""), ("latency_p99_ms", "//"))):
+                v = float(cell[col])
+                ax.bar(
+                    positions[i] + (j - 0.5) * 0.4,
+                    v,
+                    width=0.38,
+                    color=colour(t),
+                    alpha=1.0 if j == 0 else 0.5,
+                    hatch=hatch,
+                    edgecolor=colour(t),
+                )
+                ax.annotate(fmt(v), (positions[i] + (j - 0.5) * 0.4, v), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(positions, [label(t) for t in ts])
+        ax.set_ylabel("round trip from intended send time (ms)")
+        ax.set_title(f"Echo round trip: p50 (solid) and p99 (hatched)\n{describe(a.base)}")
+    fig.suptitle("Latency: how long after its intended time each event reached the client")
+    return fig
+
+
+def cdf_points(hist: Any) -> tuple[list[float], list[float]]:
+    """(latency ms, cumulative fraction) at every recorded value of an HDR histogram in microseconds."""
+    total = hist.get_total_count()
+    xs, ys = [], []
+    for item in hist.get_recorded_iterator():
+        xs.append(item.value_iterated_to / 1000.0)
+        ys.append(item.total_count_to_this_value / total)
+    return xs, ys
+
+
+# 4. Connections ----------------------------------------------------------------------------------------------
+
+
+def connections(a: Analysis) -> Figure:
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    chosen = slice_cells(a.cells, a.base, free=("keepalive",))
+    labels: list[str] = []
+    for keepalive in (True, False):
+        group = chosen[chosen["keepalive"] == keepalive]
+        for t in transports_in(group) if not group.empty else []:
+            v = float(first(group[group["transport"] == t])["connections_per_client_per_min"])
+            x = len(labels)
+            ax1.bar(
+                x,
+                v,
+                color=colour(t),
+                hatch="" if keepalive else "xx",
+                edgecolor=colour(t),
+                alpha=1.0 if keepalive else 0.6,
+            )
+            ax1.annotate(fmt(v), (x, v), ha="center", va="bottom", fontsize=7)
+            labels.append(label(t) + ("" if keepalive else "\nno keep-alive"))
+    if labels:
+        ax1.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax1.set_ylim(bottom=0, top=max(1.0, ax1.get_ylim()[1]))
+    else:
+        no_data(ax1, "feed cells")
+    ax1.set_ylabel("TCP connections opened per client per minute")
+    ax1.set_title(f"New connections during the window (the initial connect is before it)\n{describe(a.base)}")
+    by_clients = slice_cells(a.cells, a.base, free=("clients",))
+    drawn = line_per_transport(ax2, by_clients, "clients", "connections_peak")
+    if drawn:
+        xs = sorted(by_clients["clients"].unique())
+        ax2.plot(xs, xs, color="#999999", linestyle=":", label="one per client")
+        _log_if_positive(ax2, "both")
+        ax2.legend()
+    else:
+        no_data(ax2, "feed cells varying clients")
+    ax2.set_xlabel("connected clients")
+    ax2.set_ylabel("peak concurrent connections at the server")
+    ax2.set_title(f"Peak concurrent connections vs clients\n{describe(a.base, ('clients',))}")
+    fig.suptitle("Connections: the 'one connection' claim")
+    return fig
+
+
+# 5. Server cost ----------------------------------------------------------------------------------------------
+
+
+def server_cost(a: Analysis) -> Figure:
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    chosen = slice_cells(a.cells, a.base, free=())
+    ts = transports_in(chosen) if not chosen.empty else []
+    for i, t in enumerate(ts):
+        cell = first(chosen[chosen["transport"] == t])
+        v = float(cell["server_cpu_ms_per_1k_events"])
+        err = None
+        if cell["repeats"] >= 2:
+            err = [
+                [v - float(cell["server_cpu_ms_per_1k_events__min"])],
+                [float(cell["server_cpu_ms_per_1k_events__max"]) - v],
+            ]
+        ax1.bar(i, v, yerr=err, color=colour(t), capsize=3)
+        ax1.annotate(fmt(v), (i, v), ha="center", va="bottom", fontsize=7, xytext=(6, 0), textcoords="offset points")
+    if ts:
+        ax1.set_xticks(range(len(ts)), [label(t) for t in ts])
+    else:
+        no_data(ax1, "feed cells")
+    ax1.set_ylabel("server CPU ms per 1,000 delivered events")
+    ax1.set_title(f"Server CPU per 1,000 delivered events\n{describe(a.base)}")
+    by_clients = slice_cells(a.cells, a.base, free=("clients",))
+    ts2 = transports_in(by_clients) if not by_clients.empty else []
+    marginal_all = True
+    for i, t in enumerate(ts2):
+        g = by_clients[by_clients["transport"] == t]
+        per_client, marginal = memory_per_client_bytes(g["clients"].tolist(), g["server_rss_bytes"].tolist())
+        marginal_all &= marginal
+        ax2.bar(i, per_client / 1024, color=colour(t), hatch="" if marginal else "..", edgecolor=colour(t))
+        ax2.annotate(fmt(per_client / 1024), (i, per_client / 1024), ha="center", va="bottom", fontsize=7)
+    if ts2:
+        ax2.set_xticks(range(len(ts2)), [label(t) for t in ts2])
+    else:
+        no_data(ax2, "feed cells varying clients")
+    ax2.set_ylabel("server memory per connected client (KiB)")
+    how = (
+        "slope of server RSS against clients"
+        if marginal_all
+        else "hatched: RSS ÷ clients (one client count only; includes the process baseline)"
+    )
+    ax2.set_title(f"Memory per connected client ({how})\n{describe(a.base, ('clients',))}")
+    fig.suptitle("Server cost")
+    return fig
+
+
+# 6. Scaling --------------------------------------------------------------------------------------------------
+
+
+def scaling(a: Analysis) -> Figure:
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    by_clients = slice_cells(a.cells, a.base, free=("clients",))
+    for ax, col, ylabel, fmt_unit, title in (
+        (ax1, "wire_bps_total", "bytes per second on the wire, all clients", "B/s", "Bytes/s on the wire vs clients"),
+        (ax2, "server_cpu_pct", "server CPU (% of one core)", "%", "Server CPU vs clients"),
+    ):
+        scale = 1 / 8 if col == "wire_bps_total" else 1.0
+        drawn = []
+        for t in transports_in(by_clients) if not by_clients.empty else []:
+            g = by_clients[(by_clients["transport"] == t) & (by_clients[col] > 0)].sort_values("clients")
+            if g.empty:
+                continue
+            k = loglog_slope(g["clients"].tolist(), g[col].tolist())
+            slope = f", slope {k:.2f}" if not math.isnan(k) else ""
+            ax.plot(g["clients"], g[col] * scale, color=colour(t), marker="o", label=f"{label(t)}{slope}")
+            drawn.append(t)
+        if drawn:
+            _log_if_positive(ax, "both")
+            ax.legend(title="transport, fitted exponent (1 = linear)")
+        else:
+            no_data(ax, "feed cells varying clients")
+        ax.set_xlabel("connected clients (log)")
+        ax.set_ylabel(f"{ylabel} ({fmt_unit}, log)")
+        if col == "wire_bps_total":
+            ax.yaxis.set_major_formatter(EngFormatter(unit="B/s"))
+        ax.set_title(f"{title}\n{describe(a.base, ('clients',))}")
+    fig.suptitle("Scaling: a straight line of slope 1 on these log-log axes means cost grows linearly with clients")
+    return fig
+
+
+CHARTS: dict[str, Callable[[Analysis], Figure]] = {
+    "header_overhead": header_overhead,
+    "bandwidth": bandwidth,
+    "latency": latency,
+    "connections": connections,
+    "server_cost": server_cost,
+    "scaling": scaling,
+}

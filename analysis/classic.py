@@ -1,0 +1,123 @@
+"""The classic table: measured bytes per client per second, extrapolated to 1,000 / 10,000 / 100,000 clients,
+beside the figures that made the case for WebSocket.
+
+Reference (cited, not measured): Peter Lubbers and Frank Greco, "HTML5 Web Sockets: A Quantum Leap in
+Scalability for the Web", SOA World Magazine / websocket.org, 2010. Their polling example counts 871 bytes of
+HTTP request and response headers per poll, one poll per second per client, and nothing else (no payload, no
+TCP/IP); their WebSocket example counts the 2-byte frame header of one message per second per client. Their
+Mbps is bits / 2**20.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from analysis.fmt import fmt
+from analysis.metrics import TRANSPORT_NAMES, extrapolate_mbps, first, slice_cells, transports_in
+
+CLIENT_COUNTS = (1_000, 10_000, 100_000)
+
+REFERENCE_CITATION = 'P. Lubbers and F. Greco, "HTML5 Web Sockets: A Quantum Leap in Scalability for the Web", 2010'
+REFERENCE_POLL_HEADER_BYTES = 871  # request + response headers of one poll (Lubbers & Greco 2010)
+REFERENCE_POLLS_PER_S = 1.0  # one poll per second per client (ibid.)
+REFERENCE_POLL_MBPS = (6.6, 66.0, 665.0)  # published, for 1,000 / 10,000 / 100,000 clients (ibid.)
+REFERENCE_WS_FRAME_BYTES = 2  # WebSocket frame header per message (ibid.)
+REFERENCE_WS_MESSAGES_PER_S = 1.0  # one message per second per client (ibid.)
+REFERENCE_WS_MBPS = (0.015, 0.153, 1.526)  # published, for 1,000 / 10,000 / 100,000 clients (ibid.)
+
+REFERENCE_MBPS: dict[str, tuple[float, float, float]] = {"poll": REFERENCE_POLL_MBPS, "ws": REFERENCE_WS_MBPS}
+
+
+@dataclass(frozen=True)
+class ClassicRow:
+    """One transport and header profile: what each client cost per second, and that cost scaled up."""
+
+    transport: str
+    header_profile: str
+    cell_ids: str
+    events_per_s: float
+    poll_interval_s: float
+    payload_bytes: float
+    overhead_bytes_per_client_per_s: float
+    wire_bytes_per_client_per_s: float
+    overhead_mbps: tuple[float, ...]
+    wire_mbps: tuple[float, ...]
+    reference_mbps: tuple[float, ...] | None
+    explanation: str
+
+
+def classic_rows(cells: pd.DataFrame, base: Mapping[str, Any]) -> list[ClassicRow]:
+    """One row per transport and header profile, from the baseline feed cell of each."""
+    chosen = slice_cells(cells, {**base, "scenario": "feed"}, free=("header_profile",))
+    rows = []
+    for transport in transports_in(chosen):
+        for profile in ("minimal", "browser", "custom"):
+            match = chosen[(chosen["transport"] == transport) & (chosen["header_profile"] == profile)]
+            if match.empty:
+                continue
+            cell = first(match)
+            overhead = float(cell["overhead_bytes_per_client_per_s"])
+            wire = float(cell["wire_bytes_per_client_per_s"])
+            rows.append(
+                ClassicRow(
+                    transport=transport,
+                    header_profile=profile,
+                    cell_ids=str(cell["cell_ids"]),
+                    events_per_s=float(cell["events_per_s"]),
+                    poll_interval_s=float(cell["poll_interval_s"]),
+                    payload_bytes=float(cell["payload_bytes"]),
+                    overhead_bytes_per_client_per_s=overhead,
+                    wire_bytes_per_client_per_s=wire,
+                    overhead_mbps=tuple(extrapolate_mbps(overhead, n) for n in CLIENT_COUNTS),
+                    wire_mbps=tuple(extrapolate_mbps(wire, n) for n in CLIENT_COUNTS),
+                    reference_mbps=REFERENCE_MBPS.get(transport),
+                    explanation=explain(cell),
+                )
+            )
+    return rows
+
+
+def explain(cell: Mapping[str, Any]) -> str:
+    """Why this cell's measured figure differs from the reference, in numbers taken from the cell."""
+    t = str(cell["transport"])
+    name = TRANSPORT_NAMES.get(t, t)
+    up = float(cell["up_overhead_bytes_per_client_per_s"])
+    down = float(cell["down_overhead_bytes_per_client_per_s"])
+    events_per_client_s = float(cell["events_per_client_per_s"])
+    profile = (
+        f"the {cell['header_profile']} header profile ({fmt(cell['request_header_bytes'])} bytes of request headers)"
+    )
+    common = (
+        f"The table counts HTTP/frame overhead only, as the reference does; on top of it each client also "
+        f"received {fmt(cell['payload_bytes_per_client_per_s'])} B/s of payload and cost "
+        f"{fmt(cell['tcpip_bytes_per_client_per_s'])} B/s of TCP/IP headers (both directions), which the "
+        f"right-hand column includes."
+    )
+    if t == "poll":
+        per_poll = cell["overhead_bytes_per_poll"]
+        return (
+            f"{name.capitalize()} with {profile}, one poll every {fmt(cell['poll_interval_s'])} s "
+            f"({fmt(1.0 / float(cell['poll_interval_s']))} polls/s against the reference's 1): "
+            f"≈{fmt(per_poll)} bytes of overhead per poll against the reference's {REFERENCE_POLL_HEADER_BYTES} "
+            f"(request side {fmt(up)} B/s, response side {fmt(down)} B/s per client: request line and headers, "
+            f"status line and response headers, the JSON wrapper of each answer, and answers that carried no "
+            f"event). Polls counted as clients × window / interval. {common}"
+        )
+    if t == "ws":
+        per_frame = cell["down_overhead_per_event"]
+        return (
+            f"{name} delivering {fmt(events_per_client_s)} events/s per client against the reference's 1 message/s: "
+            f"{fmt(per_frame)} bytes of downstream overhead per event against the reference's "
+            f"{REFERENCE_WS_FRAME_BYTES}-byte frame header (control frames and the handshake add to it when they "
+            f"fall in the window), and {fmt(up)} B/s per client upstream (client frames are masked: 6 bytes of "
+            f"header each). {common}"
+        )
+    return (
+        f"{name.capitalize()} is not in the reference (it compares polling with WebSocket only). Here it cost "
+        f"{fmt(up)} B/s upstream and {fmt(down)} B/s downstream of overhead per client, delivering "
+        f"{fmt(events_per_client_s)} events/s per client with {profile}. {common}"
+    )

@@ -1,0 +1,102 @@
+"""``--compare RUN_A RUN_B``: the headline figures of every cell both runs measured, as ratios B / A.
+
+A difference is "within noise" when it is no larger than the spread (max − min) the repeats showed in
+either run: the runs cannot tell the two apart. Without repeats there is no spread to judge by.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from analysis.fmt import fmt
+from analysis.metrics import HEADLINES, PARAMETERS, TRANSPORTS, records, safe_div
+from analysis.model import Analysis
+from analysis.verdicts import describe_cell
+
+
+@dataclass(frozen=True)
+class Difference:
+    cell: str
+    figure: str
+    unit: str
+    a: float
+    b: float
+    ratio: float  # b / a
+    judgement: str  # "within noise", "differs", "no repeats to judge noise"
+
+
+def cell_key(cell: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies a cell across runs: its parameters (numbers compared as floats)."""
+    out = []
+    for p in PARAMETERS:
+        v = cell[p]
+        out.append(float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+    return tuple(out)
+
+
+def judge(a: float, a_min: float, a_max: float, a_n: int, b: float, b_min: float, b_max: float, b_n: int) -> str:
+    """Is |b − a| within the spread the repeats showed? (the larger of the two runs' max − min)."""
+    if a_n < 2 and b_n < 2:
+        return "no repeats to judge noise"
+    spreads = [hi - lo for hi, lo, n in ((a_max, a_min, a_n), (b_max, b_min, b_n)) if n >= 2]
+    return "within noise" if abs(b - a) <= max(spreads) else "differs"
+
+
+def compare(run_a: Analysis, run_b: Analysis) -> tuple[list[Difference], int, int]:
+    """Differences per matching cell and headline figure; also how many cells only A or only B has."""
+    a_cells = {cell_key(c): c for c in records(run_a.cells)}
+    b_cells = {cell_key(c): c for c in records(run_b.cells)}
+    order = {t: i for i, t in enumerate(TRANSPORTS)}
+    common = sorted(set(a_cells) & set(b_cells), key=lambda k: (order.get(str(k[0]), 99), tuple(map(str, k[1:]))))
+    out = []
+    for key in common:
+        a, b = a_cells[key], b_cells[key]
+        for col, (label, unit) in HEADLINES.items():
+            va, vb = float(a[col]), float(b[col])
+            if math.isnan(va) and math.isnan(vb):
+                continue
+            out.append(
+                Difference(
+                    cell=describe_cell(a),
+                    figure=label,
+                    unit=unit,
+                    a=va,
+                    b=vb,
+                    ratio=safe_div(vb, va),
+                    judgement=judge(
+                        va,
+                        a[f"{col}__min"],
+                        a[f"{col}__max"],
+                        a["repeats"],
+                        vb,
+                        b[f"{col}__min"],
+                        b[f"{col}__max"],
+                        b["repeats"],
+                    ),
+                )
+            )
+    return out, len(set(a_cells) - set(b_cells)), len(set(b_cells) - set(a_cells))
+
+
+def format_comparison(run_a: Analysis, run_b: Analysis) -> str:
+    diffs, only_a, only_b = compare(run_a, run_b)
+    lines = [f"A = {run_a.run.path}", f"B = {run_b.run.path}", "ratio = B / A", ""]
+    if not diffs:
+        lines.append("no cell was measured by both runs")
+    current = None
+    for d in diffs:
+        if d.cell != current:
+            lines.append(d.cell)
+            current = d.cell
+        lines.append(f"  {d.figure} [{d.unit}]: A {fmt(d.a)}  B {fmt(d.b)}  ratio {fmt(d.ratio)}  {d.judgement}")
+    differs = sum(d.judgement == "differs" for d in diffs)
+    noise = sum(d.judgement == "within noise" for d in diffs)
+    lines.append("")
+    lines.append(
+        f"{len({d.cell for d in diffs})} matching cells: {differs} figures differ, {noise} within noise, "
+        f"{len(diffs) - differs - noise} without repeats to judge; {only_a} cells only in A, {only_b} only in B."
+    )
+    return "\n".join(lines)

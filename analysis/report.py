@@ -1,0 +1,282 @@
+"""The HTML report: one self-contained page (charts embedded as base64 SVG), read top to bottom."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from analysis.classic import (
+    CLIENT_COUNTS,
+    REFERENCE_CITATION,
+    REFERENCE_POLL_HEADER_BYTES,
+    REFERENCE_WS_FRAME_BYTES,
+    ClassicRow,
+    classic_rows,
+)
+from analysis.fmt import fmt
+from analysis.metrics import TRANSPORT_NAMES, records
+from analysis.model import Analysis
+from analysis.results import SUMMARY_COLUMNS
+from analysis.verdicts import Verdict, verdicts, warnings
+
+# How to read each chart: shown under it in the report (and repeated in the README).
+CAPTIONS = {
+    "header_overhead": (
+        "Bytes on the wire per delivered event. Each pair of bars is one transport: ↓ what the server sent, ↑ what "
+        "the client sent. Solid: the event payload itself; hatched: HTTP request/response lines and headers, JSON or "
+        "SSE wrappers, WebSocket frame headers and empty poll answers; dotted: TCP/IP headers (including bare "
+        "acknowledgements). Columns are payload sizes, rows are scenario and header profile. The lower the bar, the "
+        "less it costs to deliver one event."
+    ),
+    "bandwidth": (
+        "Left: what one client costs in bits per second as the publisher speeds up; polling costs something even "
+        "when nothing happens, push costs grow with the events. Right: all clients together, as their number grows. "
+        "Points are means of the repeats; bars span the fastest to the slowest repeat."
+    ),
+    "latency": (
+        "Left: the share of events that arrived within x milliseconds of their intended publish time, for one cell "
+        "per transport (further left and steeper is better). Middle: median (solid) and p99 (dashed) latency as the "
+        "event rate changes. The dotted line marks the short-poll interval: a polled event waits up to one interval, "
+        "half of one on average. Right, when measured: echo round trips."
+    ),
+    "connections": (
+        "Left: new TCP connections opened per client per minute inside the measured window (the first connection is "
+        "made before it, so a transport that keeps its connection shows 0). Right: the most connections open at the "
+        "server at once; the dotted line is one per client."
+    ),
+    "server_cost": (
+        "Left: server CPU time spent per 1,000 delivered events (lower is cheaper). Right: server memory per "
+        "connected client, from how RSS grows with the number of clients."
+    ),
+    "scaling": (
+        "Both axes logarithmic: a straight line means cost follows a power of the number of clients; the fitted "
+        "exponent is in the legend (1 = linear, what the classic table assumes)."
+    ),
+}
+TITLES = {
+    "header_overhead": "1. Header overhead",
+    "bandwidth": "2. Bandwidth",
+    "latency": "3. Latency",
+    "connections": "4. Connections",
+    "server_cost": "5. Server cost",
+    "scaling": "6. Scaling",
+}
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
+th{background:#f4f4f4}td.text,th.text{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}
+.verdict{border-left:4px solid #999;padding:.3em 1em;margin:1em 0;background:#fafafa}
+.holds{border-color:#009E73}.partly-holds{border-color:#E69F00}.does-not-hold{border-color:#D55E00}
+.outcome{font-weight:bold;text-transform:uppercase;font-size:.85em}
+.warn{color:#8a4b00}.banner{background:#fff4e0;border:1px solid #e6b35a;padding:.5em 1em}
+figure{margin:1.5em 0}figure img{max-width:100%;height:auto}figcaption{color:#444;font-size:.92em}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}dd{margin:0}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    table_id: str = "",
+    text_cols: Sequence[int] = (),
+    keys: Sequence[str] | None = None,
+) -> str:
+    """An HTML table; numbers through ``fmt``; ``keys`` become data-col attributes (what the tests read)."""
+    out = [f'<div class="scroll"><table{f" id={chr(34)}{table_id}{chr(34)}" if table_id else ""}><thead><tr>']
+    out += [f'<th class="{"text" if i in text_cols else ""}">{esc(h)}</th>' for i, h in enumerate(headers)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        out.append("<tr>")
+        for i, v in enumerate(row):
+            cls = ' class="text"' if i in text_cols else ""
+            key = f' data-col="{esc(keys[i])}"' if keys else ""
+            out.append(f"<td{cls}{key}>{esc(fmt(v))}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def what_was_run(a: Analysis) -> str:
+    meta = a.run.meta
+    machine = meta.get("machine", {})
+    packages = meta.get("packages") or {}
+    commit = meta.get("git_commit", "unknown")
+    items = [
+        ("Run", a.run.name),
+        (
+            "Config",
+            f"{meta.get('config_source', 'unknown')}"
+            + (f" with --set {' '.join(meta['overrides'])}" if meta.get("overrides") else ""),
+        ),
+        ("Started / ended (UTC)", f"{meta.get('started_at', '?')} → {meta.get('ended_at', '?')}"),
+        ("Cells", f"{len(a.cells)} cells, {len(a.rows)} measured windows (cells × repeats)"),
+        (
+            "Machine",
+            f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} CPUs, "
+            f"{fmt(float(machine.get('memory_bytes', 0)) / 2**30)} GiB, {machine.get('os', '?')} "
+            f"{machine.get('kernel', '')}, host {machine.get('hostname', '?')}",
+        ),
+        (
+            "Python and packages",
+            f"Python {meta.get('python', '?')}; " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items())),
+        ),
+        ("Git commit", f"{commit}" + (" (uncommitted changes)" if meta.get("git_dirty") else "")),
+        (
+            "Header profiles",
+            "; ".join(
+                f"{k}: {fmt(v.get('request_header_bytes'))} B of request headers"
+                for k, v in (meta.get("header_profiles") or {}).items()
+                if isinstance(v, dict)
+            ),
+        ),
+        (
+            "Baseline",
+            "charts hold these fixed while one factor varies: "
+            + ", ".join(f"{k} = {fmt(v) if v != '' else '(none)'}" for k, v in a.base.items()),
+        ),
+    ]
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
+    config = json.dumps(meta.get("config", {}), indent=2, sort_keys=True)
+    return (
+        f"<h2 id='run'>What was run</h2><dl>{dl}</dl>"
+        f"<details><summary>Resolved config</summary><pre>{esc(config)}</pre></details>"
+    )
+
+
+def verdict_html(v: Verdict) -> str:
+    cls = v.outcome.replace(" ", "-")
+    return (
+        f'<div class="verdict {cls}"><p><b>{esc(v.claim)}</b> <span class="outcome">{esc(v.outcome)}</span></p>'
+        f"<p>{esc(v.text)}</p></div>"
+    )
+
+
+def chart_html(name: str, svg: bytes) -> str:
+    data = base64.b64encode(svg).decode("ascii")
+    return (
+        f'<figure id="chart-{name}"><h3>{esc(TITLES.get(name, name))}</h3>'
+        f'<img alt="{esc(TITLES.get(name, name))} chart" src="data:image/svg+xml;base64,{data}">'
+        f"<figcaption>{esc(CAPTIONS.get(name, ''))} Files: charts/{name}.svg, charts/{name}.png.</figcaption>"
+        "</figure>"
+    )
+
+
+def classic_html(rows: list[ClassicRow]) -> str:
+    headers = [
+        "transport",
+        "header profile",
+        "cells",
+        "overhead B/s per client",
+        *(f"{fmt(n)} clients (Mbps)" for n in CLIENT_COUNTS),
+        "reference (Mbps)",
+        f"all bytes at {fmt(CLIENT_COUNTS[-1])} clients (Mbps)",
+    ]
+    keys = [
+        "transport",
+        "header_profile",
+        "cell_ids",
+        "overhead_bytes_per_client_per_s",
+        *(f"overhead_mbps_{n}" for n in CLIENT_COUNTS),
+        "reference_mbps",
+        "wire_mbps_100000",
+    ]
+    body = []
+    for r in rows:
+        ref = " / ".join(fmt(x) for x in r.reference_mbps) if r.reference_mbps else "not in the reference"
+        body.append(
+            [
+                TRANSPORT_NAMES.get(r.transport, r.transport),
+                r.header_profile,
+                r.cell_ids,
+                r.overhead_bytes_per_client_per_s,
+                *r.overhead_mbps,
+                ref,
+                r.wire_mbps[-1],
+            ]
+        )
+    explanations = "".join(
+        f"<li><b>{esc(TRANSPORT_NAMES.get(r.transport, r.transport))}, {esc(r.header_profile)}:</b> {esc(r.explanation)}</li>"
+        for r in rows
+    )
+    intro = (
+        "<p>The table that made the case for WebSocket, redone with measured numbers. Each row takes one measured cell "
+        "(the baseline feed cell of that transport and header profile), its HTTP/frame overhead in bytes per client "
+        "per second (request and response headers, wrappers and frame headers, both directions, no payload, no "
+        "TCP/IP), and <b>derives</b> the bandwidth of 1,000, 10,000 and 100,000 such clients by linear extrapolation "
+        "(bytes/s × clients × 8 / 2<sup>20</sup>, the reference's Mbps). Nothing at those client counts was measured; "
+        "the Scaling chart shows whether cost was linear over the clients that were. The reference column is "
+        f"cited from {esc(REFERENCE_CITATION)}: {REFERENCE_POLL_HEADER_BYTES} bytes of headers per poll at one poll "
+        f"per second (polling) and a {REFERENCE_WS_FRAME_BYTES}-byte frame header per message at one message per "
+        "second (WebSocket). The last column adds the payload and TCP/IP headers: everything the network carried.</p>"
+    )
+    if not rows:
+        return "<h2 id='classic'>The classic table</h2><p>No feed cells at the baseline settings.</p>"
+    return (
+        f"<h2 id='classic-table'>The classic table</h2>{intro}"
+        f"{table(headers, body, table_id='classic', text_cols=(0, 1, 2, 7), keys=keys)}"
+        f"<h3>How the measured figures differ from the reference, and why</h3><ul>{explanations}</ul>"
+    )
+
+
+def cells_html(a: Analysis) -> str:
+    rows = records(a.run.summary[SUMMARY_COLUMNS])
+    body = [[r[c] for c in SUMMARY_COLUMNS] for r in rows]
+    text = tuple(
+        i
+        for i, c in enumerate(SUMMARY_COLUMNS)
+        if c in ("cell_id", "status", "transport", "scenario", "header_profile")
+    )
+    return (
+        "<h2 id='cells'>Every cell</h2><p>Every row of summary.csv (one per cell and repeat), figures as recorded "
+        "(bytes over the whole window and all clients, latencies in ms, CPU in seconds).</p>"
+        + table(SUMMARY_COLUMNS, body, table_id="cells", text_cols=text, keys=SUMMARY_COLUMNS)
+    )
+
+
+def warnings_html(items: list[str]) -> str:
+    if not items:
+        return "<h2 id='warnings'>Warnings</h2><p>None: no saturated generator, lost messages, errors or noisy repeats.</p>"
+    lis = "".join(f'<li class="warn">{esc(w)}</li>' for w in items)
+    return f"<h2 id='warnings'>Warnings ({len(items)})</h2><ul>{lis}</ul>"
+
+
+def render(a: Analysis, charts_svg: Mapping[str, bytes]) -> str:
+    """The whole report as one HTML string."""
+    found = warnings(a)
+    banner = (
+        f'<p class="banner">{len(found)} warning{"s" if len(found) != 1 else ""} about these results: '
+        f'<a href="#warnings">read them</a> before quoting a figure.</p>'
+        if found
+        else ""
+    )
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>pushbench report: {esc(a.run.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>pushbench: what polling costs compared with server push</h1><p>Run <b>{esc(a.run.name)}</b>.</p>",
+        banner,
+        what_was_run(a),
+        "<h2 id='verdicts'>Verdicts</h2><p>Each claim checked against the baseline cells of this run.</p>",
+        *(verdict_html(v) for v in verdicts(a)),
+        "<h2 id='charts'>Charts</h2>",
+        *(chart_html(name, svg) for name, svg in charts_svg.items()),
+        classic_html(classic_rows(a.cells, a.base)),
+        cells_html(a),
+        warnings_html(found),
+        "<footer><p>Generated by <code>python -m analysis</code> from run.json, summary.csv and histograms.parquet of "
+        "this folder only.</p></footer></body></html>",
+    ]
+    return "\n".join(parts)

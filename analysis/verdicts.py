@@ -1,0 +1,258 @@
+"""What the data says about the article's three claims, and what the reader must be warned about.
+
+Every sentence is built from the measured cells: change the data and the verdict changes with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from analysis.fmt import fmt
+from analysis.metrics import HEADLINES, NOISY_SPREAD, TRANSPORT_NAMES, first, records, slice_cells, transports_in
+from analysis.model import Analysis
+
+PUSH = ("sse", "ws")  # transports that claim to keep one connection per client for the whole session
+# A push transport "keeps one connection" when, inside the window, it opened fewer than this many new
+# connections per client per minute and peaked at no more than this many per client.
+REOPEN_TOLERANCE_PER_MIN = 0.1
+PEAK_TOLERANCE_PER_CLIENT = 1.1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    outcome: str  # "holds", "partly holds", "does not hold", "not measured"
+    text: str
+
+
+def name(t: str) -> str:
+    return TRANSPORT_NAMES.get(t, t)
+
+
+def describe_cell(cell: Mapping[str, Any]) -> str:
+    """'poll, feed, 100 clients, 10 events/s, 100-B payload, minimal headers' (plus anything unusual)."""
+    parts = [
+        str(cell["transport"]),
+        str(cell["scenario"]),
+        f"{fmt(cell['clients'])} clients",
+        f"{fmt(float(cell['rate_hz']) * float(cell['burst']))} events/s",
+        f"{fmt(cell['payload_bytes'])}-B payload",
+        f"{cell['header_profile']} headers",
+    ]
+    if cell["transport"] == "poll":
+        parts.append(f"poll every {fmt(cell['poll_interval_s'])} s")
+    if not cell["keepalive"]:
+        parts.append("no keep-alive")
+    if cell["ws_compress"]:
+        parts.append("permessage-deflate")
+    if cell.get("varied_extra"):
+        parts.extend(f"{k}={v}" for k, v in json.loads(str(cell["varied_extra"])).items())
+    return ", ".join(parts)
+
+
+def _cell(cells: pd.DataFrame, transport: str) -> Mapping[str, Any] | None:
+    match = cells[cells["transport"] == transport]
+    return None if match.empty else first(match)
+
+
+def one_connection(a: Analysis) -> Verdict:
+    claim = (
+        "One connection: a push transport keeps one TCP connection per client, where polling keeps opening new ones."
+    )
+    chosen = slice_cells(a.cells, a.base, free=("keepalive",))
+    push = [c for t in PUSH if (c := _cell(chosen[chosen["keepalive"] == a.base["keepalive"]], t)) is not None]
+    if not push:
+        return Verdict(claim, "not measured", "This run has no SSE or WebSocket feed cell at the baseline settings.")
+    sentences = []
+    push_ok = True
+    for c in push:
+        opened, peak = float(c["connections_per_client_per_min"]), float(c["peak_connections_per_client"])
+        ok = opened < REOPEN_TOLERANCE_PER_MIN and peak <= PEAK_TOLERANCE_PER_CLIENT
+        push_ok &= ok
+        sentences.append(
+            f"{name(c['transport'])} opened {fmt(opened)} new connections per client per minute during the window "
+            f"and peaked at {fmt(peak)} concurrent connections per client."
+        )
+    polls = chosen[chosen["transport"] == "poll"]
+    most_push = max(float(c["connections_per_client_per_min"]) for c in push)
+    poll_worse = False
+    for c in records(polls.sort_values("keepalive", ascending=False)):
+        opened = float(c["connections_per_client_per_min"])
+        polls_per_min = 60.0 / float(c["poll_interval_s"])
+        poll_worse |= opened > most_push + 1
+        sentences.append(
+            f"Short polling {'with' if c['keepalive'] else 'without'} keep-alive opened {fmt(opened)} per client per "
+            f"minute for {fmt(polls_per_min)} polls per client per minute."
+        )
+    if polls.empty:
+        sentences.append("No short-polling cell at these settings to contrast with.")
+        outcome = "holds" if push_ok else "does not hold"
+    elif push_ok and poll_worse:
+        outcome = "holds"
+    elif push_ok:
+        outcome = "partly holds"
+        sentences.append(
+            "Push kept one connection per client, but so did short polling: with HTTP keep-alive a poller reuses its "
+            "connection, so the contrast appears only where keep-alive is off (or broken by proxies)."
+        )
+    else:
+        outcome = "does not hold"
+    return Verdict(claim, outcome, " ".join(sentences))
+
+
+def server_push(a: Analysis) -> Verdict:
+    claim = (
+        "Server push: an event reaches the client as soon as it is published, where polling waits for the next poll."
+    )
+    chosen = slice_cells(a.cells, a.base, free=())
+    poll = _cell(chosen, "poll")
+    pushes = [c for t in ("longpoll", "sse", "ws") if (c := _cell(chosen, t)) is not None]
+    if not pushes:
+        return Verdict(
+            claim, "not measured", "This run has no long-polling, SSE or WebSocket feed cell at the baseline."
+        )
+    sentences = [
+        "Median (p99) latency from each event's intended publish time: "
+        + "; ".join(
+            f"{name(c['transport'])} {fmt(c['latency_p50_ms'])} ms ({fmt(c['latency_p99_ms'])} ms)" for c in pushes
+        )
+        + "."
+    ]
+    if poll is None:
+        return Verdict(claim, "not measured", sentences[0] + " No short-polling cell to compare with.")
+    interval_ms = float(poll["poll_interval_s"]) * 1000
+    sentences.append(
+        f"Short polling every {fmt(interval_ms)} ms: median {fmt(poll['latency_p50_ms'])} ms, p99 "
+        f"{fmt(poll['latency_p99_ms'])} ms (an event waits on average half an interval, {fmt(interval_ms / 2)} ms)."
+    )
+    worst_push = max(float(c["latency_p50_ms"]) for c in pushes)
+    p50_poll = float(poll["latency_p50_ms"])
+    if math.isnan(worst_push) or math.isnan(p50_poll):
+        return Verdict(claim, "not measured", " ".join([*sentences, "Some cells delivered no events."]))
+    best = min(pushes, key=lambda c: float(c["latency_p50_ms"]))
+    factor = p50_poll / float(best["latency_p50_ms"]) if float(best["latency_p50_ms"]) > 0 else math.inf
+    by_rate = slice_cells(a.cells, a.base, free=("rate_hz",))
+    rates_ok = []
+    for rate, group in by_rate.groupby("events_per_s"):
+        p = group[group["transport"] == "poll"]["latency_p50_ms"]
+        q = group[group["transport"].isin(["longpoll", "sse", "ws"])]["latency_p50_ms"]
+        if not p.empty and not q.empty:
+            rates_ok.append((float(str(rate)), bool(q.max() < p.min())))
+    if worst_push < p50_poll:
+        outcome = "holds"
+        sentences.append(
+            f"{name(best['transport'])} delivered the median event {fmt(factor)}× sooner than short polling."
+        )
+    else:
+        outcome = "does not hold"
+        sentences.append("At least one push transport was not faster than short polling here.")
+    if len(rates_ok) > 1:
+        failing = [r for r, ok in rates_ok if not ok]
+        sentences.append(
+            f"Across the {len(rates_ok)} event rates measured, push's median was below polling's at "
+            + ("every rate." if not failing else f"all but {', '.join(fmt(r) for r in failing)} events/s.")
+        )
+        if failing and outcome == "holds":
+            outcome = "partly holds"
+    return Verdict(claim, outcome, " ".join(sentences))
+
+
+def lighter_headers(a: Analysis) -> Verdict:
+    claim = (
+        "Lighter headers: WebSocket frames cost a few bytes where every HTTP poll repeats hundreds of bytes of headers."
+    )
+    chosen = slice_cells(a.cells, a.base, free=("header_profile",))
+    sentences = []
+    outcomes = []
+    for profile in ("minimal", "browser", "custom"):
+        group = chosen[chosen["header_profile"] == profile]
+        if group.empty:
+            continue
+        parts = []
+        for t in transports_in(group):
+            c = first(group[group["transport"] == t])
+            parts.append(
+                f"{name(t)} {fmt(c['overhead_bytes_per_event'])} B ({fmt(c['wire_bytes_per_event'])} B on the wire "
+                f"with payload and TCP/IP)"
+            )
+        sentences.append(f"With the {profile} header profile, overhead per delivered event: " + "; ".join(parts) + ".")
+        ws, poll = _cell(group, "ws"), _cell(group, "poll")
+        if ws is not None and poll is not None:
+            w, p = float(ws["overhead_bytes_per_event"]), float(poll["overhead_bytes_per_event"])
+            if w > 0 and not math.isnan(p):
+                sentences.append(f"Short polling spent {fmt(p / w)}× WebSocket's overhead per event.")
+            outcomes.append(w < p)
+            tw, tp = float(ws["wire_bytes_per_event"]), float(poll["wire_bytes_per_event"])
+            if tw > 0:
+                sentences.append(
+                    f"Counting payload and TCP/IP headers too, the ratio is {fmt(tp / tw)}× "
+                    "(acknowledgement segments and the payload itself are the same for everyone)."
+                )
+    if not outcomes:
+        return Verdict(
+            claim, "not measured", " ".join(sentences) or "No feed cell with both WebSocket and short polling."
+        )
+    outcome = "holds" if all(outcomes) else ("does not hold" if not any(outcomes) else "partly holds")
+    return Verdict(claim, outcome, " ".join(sentences))
+
+
+def verdicts(a: Analysis) -> list[Verdict]:
+    return [one_connection(a), server_push(a), lighter_headers(a)]
+
+
+def warnings(a: Analysis) -> list[str]:
+    """Everything that makes a figure less trustworthy, one sentence each, worst first."""
+    out: list[str] = []
+    meta = a.run.meta
+    if meta.get("git_dirty"):
+        out.append(
+            "The run was made from a working tree with uncommitted changes (git_dirty): the commit alone does not reproduce it."
+        )
+    by_id = {c["cell_id"]: c for c in meta["cells"]}
+    for row in records(a.rows):
+        where = f"{row['cell_id']} ({describe_cell(row)})"
+        if row["status"] != "ok":
+            out.append(
+                f"{where}: status {row['status']}" + (": left out of charts." if row["status"] == "failed" else ".")
+            )
+        if row["saturated"]:
+            out.append(
+                f"{where}: load generator saturated (busiest worker {fmt(row['loadgen_cpu_pct'])} % CPU, event-loop "
+                f"lag p99 {fmt(row['loop_lag_p99_ms'])} ms): this cell measured the client, not the transport."
+            )
+        if row["messages_lost"] > 0 or row["messages_duplicated"] > 0:
+            out.append(
+                f"{where}: {fmt(row['messages_lost'])} messages lost and {fmt(row['messages_duplicated'])} duplicated "
+                f"of {fmt(row['messages_expected'])} expected."
+            )
+        if row["errors"] > 0:
+            kinds = ", ".join(
+                f"{fmt(row[f'errors_{k}'])} {k.replace('_', ' ')}"
+                for k in ("connect", "timeout", "http_status", "protocol", "disconnect")
+                if row[f"errors_{k}"] > 0
+            )
+            out.append(f"{where}: {fmt(row['errors'])} errors ({kinds}).")
+        for w in (by_id.get(row["cell_id"]) or {}).get("warnings") or []:
+            out.append(f"{where}: {w}")
+    for cell in records(a.cells):
+        noisy = [
+            f"{HEADLINES[col][0]} {fmt(100 * cell[f'{col}__spread'])} %"
+            for col in HEADLINES
+            if not math.isnan(cell[f"{col}__spread"]) and cell[f"{col}__spread"] > NOISY_SPREAD
+        ]
+        if noisy:
+            out.append(
+                f"{cell['cell_ids']} ({describe_cell(cell)}): repeats are noisy, (max − min) / mean = "
+                + ", ".join(noisy)
+                + f" (threshold {fmt(100 * NOISY_SPREAD)} %)."
+            )
+    single = int((a.cells["repeats"] < 2).sum())
+    if single:
+        out.append(f"{single} of {len(a.cells)} cells have a single measured repeat: their spread is unknown.")
+    return out
