@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,15 @@ CHROMIUM_FLAGS = (
 RECORD_LIMIT_BYTES = 256 * 1024  # per direction per connection: plenty for header blocks
 PROFILE_PATH = Path(__file__).resolve().parent.parent / "configs" / "browser_profile.json"
 NOTES = (
-    "Recorded by `make browser-profile` (servers/browser_profile.py): headless Chromium loads the pushbench "
-    "page through a raw TCP proxy that keeps every byte. request_header_bytes and response_header_bytes are the "
+    "Recorded by `make browser-profile` (servers/browser_profile.py): Chromium loads the pushbench page "
+    "through a raw TCP proxy that keeps every byte. request_header_bytes and response_header_bytes are the "
     "exact bytes of the header block as recorded: request line (or status line) through the blank line that "
-    "ends the headers, CRLFs included, with the real host:port, so a different port or path changes them by "
-    "its length. {host} stands for host:port and {origin} for http://host:port in header values. No Cookie was "
+    "ends the headers, CRLFs included, with the real host:port, here {recorded_host} (recorded on host:port of "
+    "{host_len} characters), so a different port or path changes them by its length. {host} stands for host:port and {origin} for http://host:port in header values. No Cookie was "
     "sent (the page's origin has none); the load generator adds one of cookie_bytes. fetch is a short-poll "
     "request, {fetch_line!r}; websocket is the handshake, {ws_line!r}. Response headers are from the pushbench "
     "aiohttp server with its default config (no extra_headers); Date and Content-Length vary in value, not in "
-    "name. The browser ran headless, so its User-Agent says HeadlessChrome/N where a desktop Chromium says "
-    "Chrome/N (8 bytes fewer)."
+    "name. {mode}"
 )
 
 
@@ -185,7 +185,16 @@ def chromium_version(executable: str = CHROMIUM) -> str:
     return f"{match.group(1)} {match.group(2)}"
 
 
-def build_profile(exchanges: list[Exchange], host: str, browser: str, recorded_at: str) -> dict[str, Any]:
+HEADED = "Chromium ran headed, on an Xvfb screen, so its User-Agent is the desktop one."
+HEADLESS = (
+    "Chromium ran headless, so its User-Agent says HeadlessChrome/N where a desktop Chromium says Chrome/N "
+    "(8 bytes more per request)."
+)
+
+
+def build_profile(
+    exchanges: list[Exchange], host: str, browser: str, recorded_at: str, headed: bool = True
+) -> dict[str, Any]:
     """The profile document from recorded exchanges; ValueError naming what is missing."""
     fetch = find_exchange(exchanges, "/poll?after=", "200")
     ws = find_exchange(exchanges, "/ws", "101")
@@ -215,13 +224,33 @@ def build_profile(exchanges: list[Exchange], host: str, browser: str, recorded_a
             "sse": len(sse.response.raw),
             "websocket": len(ws.response.raw),
         },
-        "notes": NOTES.replace("{fetch_line!r}", repr(fetch.request.start_line)).replace(
-            "{ws_line!r}", repr(ws.request.start_line)
-        ),
+        "notes": NOTES.replace("{fetch_line!r}", repr(fetch.request.start_line))
+        .replace("{ws_line!r}", repr(ws.request.start_line))
+        .replace("{mode}", HEADED if headed else HEADLESS)
+        .replace("{recorded_host}", host)
+        .replace("{host_len}", str(len(host))),
     }
 
 
-async def record(executable: str, timeout_s: float) -> tuple[RecordingProxy, str]:
+@contextlib.asynccontextmanager
+async def virtual_display() -> AsyncIterator[dict[str, str]]:
+    """An Xvfb screen for a headed Chromium; yields the environment with its DISPLAY."""
+    xvfb = await asyncio.create_subprocess_exec(
+        "Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert xvfb.stdout is not None
+    try:
+        display = (await asyncio.wait_for(xvfb.stdout.readline(), 10)).decode().strip()
+        if not display:
+            raise RuntimeError("Xvfb did not start")
+        yield {**os.environ, "DISPLAY": f":{display}"}
+    finally:
+        xvfb.terminate()
+        await xvfb.wait()
+
+
+async def record(executable: str, timeout_s: float, headed: bool) -> tuple[RecordingProxy, str]:
     """Serve, proxy, run Chromium on the page until the needed exchanges are recorded; the proxy and host."""
     app = make_app(default_config(["feed.rate_hz=10"]).to_dict())
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -231,11 +260,13 @@ async def record(executable: str, timeout_s: float) -> tuple[RecordingProxy, str
     proxy = RecordingProxy("127.0.0.1", runner.addresses[0][1])
     proxy_server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     host = f"127.0.0.1:{proxy_server.sockets[0].getsockname()[1]}"
-    with tempfile.TemporaryDirectory(prefix="pushbench-chromium-") as profile_dir:
+    async with contextlib.AsyncExitStack() as stack:
+        env = await stack.enter_async_context(virtual_display()) if headed else None
+        profile_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="pushbench-chromium-"))
         browser = await asyncio.create_subprocess_exec(
-            executable, "--headless", *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}",
+            executable, *([] if headed else ["--headless"]), *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}",
             f"http://{host}/",
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + timeout_s
@@ -259,21 +290,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROFILE_PATH, help="profile file to write")
     parser.add_argument("--chromium", default=CHROMIUM, help="Chromium executable (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the requests")
+    parser.add_argument(
+        "--headless", action="store_true", help="run Chromium headless (default: headed on Xvfb when it is installed)"
+    )
     args = parser.parse_args(argv)
+    headed = not args.headless and shutil.which("Xvfb") is not None
+    if not headed and not args.headless:
+        print("note: no Xvfb (apt-get install -y xvfb): recording headless Chromium", file=sys.stderr)
     if shutil.which(args.chromium) is None:
         print(f"error: no Chromium at {args.chromium}; apt-get install -y chromium", file=sys.stderr)
         return 1
     browser = chromium_version(args.chromium)
     recorded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    proxy, host = asyncio.run(record(args.chromium, args.timeout))
+    proxy, host = asyncio.run(record(args.chromium, args.timeout, headed))
     try:
-        profile = build_profile(proxy.exchanges(), host, browser, recorded_at)
+        profile = build_profile(proxy.exchanges(), host, browser, recorded_at, headed)
     except ValueError as exc:
         print(f"error: {exc} within {args.timeout:g} s", file=sys.stderr)
         return 1
     args.out.write_text(json.dumps(profile, indent=2) + "\n")
     print(
-        f"{args.out}: {browser}; fetch request headers {profile['fetch']['request_header_bytes']} B, "
+        f"{args.out}: {browser} ({'headed, Xvfb' if headed else 'headless'}); fetch request headers {profile['fetch']['request_header_bytes']} B, "
         f"WebSocket handshake {profile['websocket']['request_header_bytes']} B; responses "
         + ", ".join(f"{k} {v} B" for k, v in profile["response_header_bytes"].items())
     )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import aiohttp
 from conftest import run, running_server
 
 from servers.browser_profile import (
+    PROFILE_PATH,
     Exchange,
     build_profile,
     parse_header_block,
@@ -74,3 +78,36 @@ def test_profile_templates_host_and_origin_and_drops_cookie() -> None:
     assert set(profile) == {
         "browser", "recorded_at", "fetch", "websocket", "response_headers", "response_header_bytes", "notes",
     }  # fmt: skip
+
+
+def header_block_bytes(start_line: str, headers: list[list[str]], host: str) -> int:
+    """Bytes of a header block rebuilt from a profile: start line, ``name: value`` lines, blank line, all CRLF."""
+    values = [v.replace("{origin}", f"http://{host}").replace("{host}", host) for _, v in headers]
+    return len(start_line) + 2 + sum(len(n) + 2 + len(v) + 2 for (n, _), v in zip(headers, values, strict=True)) + 2
+
+
+def test_committed_browser_profile_has_the_agreed_format() -> None:
+    """configs/browser_profile.json, as the load generator reads it: keys, templates, byte counts that add up."""
+    profile = json.loads(PROFILE_PATH.read_text())
+    assert set(profile) == {
+        "browser", "recorded_at", "fetch", "websocket", "response_headers", "response_header_bytes", "notes",
+    }  # fmt: skip
+    assert re.fullmatch(r"Chromium \d+(\.\d+){3}", profile["browser"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", profile["recorded_at"])
+    lines = dict(zip(("fetch", "websocket"), re.findall(r"'(GET [^']+ HTTP/1\.1)'", profile["notes"]), strict=True))
+    host = re.search(r"recorded on host:port of (\d+) characters", profile["notes"])
+    assert host, "the notes must say how long the recorded host:port was"
+    host_len = int(host.group(1))
+    for kind in ("fetch", "websocket"):
+        headers = profile[kind]["request_headers"]
+        names = [n.lower() for n, _ in headers]
+        assert headers[0] == ["Host", "{host}"] and "cookie" not in names
+        assert all(isinstance(n, str) and isinstance(v, str) for n, v in headers)
+        rebuilt = header_block_bytes(lines[kind], headers, "h" * host_len)
+        assert rebuilt == profile[kind]["request_header_bytes"], kind
+    assert ["Upgrade", "websocket"] in profile["websocket"]["request_headers"]
+    assert ["Origin", "{origin}"] in profile["websocket"]["request_headers"]
+    status = {"poll": "HTTP/1.1 200 OK", "sse": "HTTP/1.1 200 OK", "websocket": "HTTP/1.1 101 Switching Protocols"}
+    for kind, start_line in status.items():
+        rebuilt = header_block_bytes(start_line, profile["response_headers"][kind], "")
+        assert rebuilt == profile["response_header_bytes"][kind], kind

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, ServerProcess, timeout
 
+from servers import browser_profile
 from servers.browser_profile import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.browser
@@ -289,3 +292,25 @@ def test_events_that_left_history_are_counted_lost(
         assert snap[t]["resets"] == 0
         assert any("LOST" in line for line in snap[t]["log"]), t
     page.screenshot("lost-events", capsys)
+
+
+def test_browser_profile_is_recorded_from_real_chromium(tmp_path: Path, browser: Any) -> None:
+    """``make browser-profile`` end to end (headless here, to stay quick): the file has what the loadgen reads."""
+    out = tmp_path / "browser_profile.json"
+    # A process of its own: Playwright's sync API keeps an event loop running in this thread.
+    done = subprocess.run(
+        [sys.executable, "-m", "servers.browser_profile", "--out", str(out), "--headless", "--timeout", "30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout(60),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    print(done.stdout)
+    profile = json.loads(out.read_text())
+    assert profile["browser"] == browser_profile.chromium_version()
+    assert profile["browser"].split()[1].split(".")[0] == browser.version.split(".")[0]
+    fetch, ws = profile["fetch"], profile["websocket"]
+    assert fetch["request_headers"][0] == ["Host", "{host}"]
+    assert ["Referer", "{origin}/"] in fetch["request_headers"]
+    assert any(n == "User-Agent" and "HeadlessChrome/" in v for n, v in fetch["request_headers"])
+    assert ["Sec-WebSocket-Version", "13"] in ws["request_headers"]
+    assert 300 < fetch["request_header_bytes"] < 2000 and 300 < ws["request_header_bytes"] < 2000
+    assert all(100 < n < 1000 for n in profile["response_header_bytes"].values())
