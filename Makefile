@@ -40,7 +40,9 @@ test-browser: $(BROWSER_STAMP) chromium
 	$(PY) -m pytest -m browser -q -rs
 
 # Writes configs/browser_profile.json: the header bytes Chromium really sends, recorded on the wire.
+# Headed Chromium on an Xvfb screen sends the desktop User-Agent; without Xvfb it records headless (and says so).
 browser-profile: $(STAMP) chromium
+	@command -v Xvfb >/dev/null || apt-get install -y xvfb || echo "warning: no Xvfb; recording headless Chromium"
 	$(PY) -m servers.browser_profile --chromium $(CHROMIUM)
 
 bench: $(STAMP)
