@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 from aiohttp import web
 
-from servers import echo, longpoll, page, poll, sse, ws
+from servers import echo, longpoll, page, poll, security, sse, ws
 from servers.feed import Feed
 from servers.state import STATE, ServerState, Stats, json_response, state
 
@@ -83,7 +83,9 @@ async def _close_feed(app: web.Application) -> None:
 def make_app(config: dict[str, Any]) -> web.Application:
     """Build the server for one resolved config (``{"feed": ..., "server": ..., ...}``)."""
     feed_cfg, server_cfg = config["feed"], config["server"]
-    app = web.Application(middlewares=[errors_middleware], client_max_size=server_cfg["max_body_bytes"])
+    app = web.Application(
+        middlewares=[errors_middleware, security.guard_middleware], client_max_size=server_cfg["max_body_bytes"]
+    )
     feed = Feed(
         rate_hz=feed_cfg["rate_hz"],
         payload_bytes=feed_cfg["payload_bytes"],
@@ -93,6 +95,7 @@ def make_app(config: dict[str, Any]) -> web.Application:
         seed=feed_cfg["payload_seed"],
     )
     app[STATE] = ServerState(config=config, feed=feed, stats=Stats(), process=psutil.Process())
+    security.setup(app, server_cfg)
     for module in TRANSPORT_MODULES:
         module.add_routes(app)
     echo.add_routes(app)
@@ -105,17 +108,24 @@ def make_app(config: dict[str, Any]) -> web.Application:
 
 
 def count_connections(runner: web.AppRunner, stats: Stats) -> None:
-    """Count TCP connections at the protocol level (accepted, open, peak), not per request."""
+    """Count TCP connections at the protocol level (accepted, open, peak), not per request.
+
+    Also where ``server.max_connections`` is enforced (a connection beyond it is answered 503) and where
+    requests aiohttp cannot parse get the JSON error body (``servers.security``).
+    """
     server = runner.server
     assert server is not None, "call runner.setup() first"
+    security.harden_server(runner)
     made, lost = server.connection_made, server.connection_lost
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         stats.connection_made()
+        security.note_connection(runner.app, handler, stats.connections_open)
         made(handler, transport)
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
         stats.connection_lost()
+        security.forget_connection(runner.app, handler)
         lost(handler, exc)
 
     server.connection_made = connection_made  # type: ignore[method-assign]

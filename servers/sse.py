@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from servers.feed import Event, FeedClosed, StaleCursor
+from servers.limits import SlowClient, bound_send_buffer, check_room, drop
 from servers.state import check_future_cursor, json_error, parse_cursor, stale_cursor_error, state
 
 TRANSPORT = "sse"
@@ -41,13 +42,19 @@ async def handle(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     heartbeat = st.config["server"]["sse_heartbeat_s"] or None
+    send_buffer_bytes = st.config["server"]["send_buffer_bytes"]
+    transport = request.transport
+    bound_send_buffer(transport, send_buffer_bytes)
     try:
         async for event in st.feed.follow(after, heartbeat):
-            if event is None:
-                await response.write(HEARTBEAT)
-                continue
-            await response.write(sse_record(event))
-            st.stats.deliveries[TRANSPORT] += 1
+            record = HEARTBEAT if event is None else sse_record(event)
+            check_room(transport, len(record), send_buffer_bytes)
+            await response.write(record)
+            if event is not None:
+                st.stats.deliveries[TRANSPORT] += 1
+    except SlowClient:
+        st.stats.slow_client_drops += 1  # stopped reading: cut it; it resumes with Last-Event-ID when it can
+        drop(transport)
     except StaleCursor:
         st.stats.slow_client_drops += 1  # fell out of history while connected: drop; it resumes and learns
     except (FeedClosed, ConnectionResetError):

@@ -11,25 +11,81 @@ import contextlib
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from servers.feed import FeedClosed, StaleCursor
+from servers.limits import SlowClient, bound_send_buffer, check_room, drop, is_valid_close_code
 from servers.state import check_future_cursor, parse_cursor, stale_cursor_error, state
 
 TRANSPORT = "ws"
+MAX_FRAME_HEADER_BYTES = 10  # a server frame: 2 bytes + 8 for the longest length, no mask (RFC 6455 §5.2)
 SOCKETS = web.AppKey("websockets", set)  # the open WebSocketResponses, closed with 1001 on shutdown
 
 
 async def _push(ws: web.WebSocketResponse, request: web.Request, after: int) -> None:
     st = state(request)
+    send_buffer_bytes = st.config["server"]["send_buffer_bytes"]
+    transport = request.transport
     try:
         async for event in st.feed.follow(after):
             if event is None or ws.closed:
                 continue
+            check_room(transport, len(event.body) + MAX_FRAME_HEADER_BYTES, send_buffer_bytes)
             await ws.send_frame(event.body, WSMsgType.TEXT)
             st.stats.deliveries[TRANSPORT] += 1
+    except SlowClient:
+        st.stats.slow_client_drops += 1  # stopped reading: cut it; it resumes with ?after when it can
+        drop(transport)
     except StaleCursor:
         st.stats.slow_client_drops += 1
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"fell behind the history; resume with ?after")
     except (FeedClosed, ConnectionResetError):
         pass
+
+
+def count_close(request: web.Request, code: int) -> None:
+    """Count a connection the server closed because of what the client sent, by close code name."""
+    try:
+        name = WSCloseCode(code).name.lower()
+    except ValueError:
+        name = str(code)
+    state(request).stats.rejected[f"ws_{name}"] += 1
+
+
+async def receive_loop(ws: web.WebSocketResponse, request: web.Request, echo_only: bool) -> None:
+    """Echo text frames (and binary ones in echo mode) until the connection closes, failing it on bad input.
+
+    aiohttp closes with 1009 (too big), 1007 (invalid UTF-8) and 1002 (protocol errors) by itself; the
+    close handshake is done here (``autoclose=False``) because aiohttp answers a close frame carrying a
+    reserved code such as 1006 with 1000, where RFC 6455 §7.4 wants 1002 (Autobahn case 7.9.5).
+    """
+    st = state(request)
+    while True:
+        msg = await ws.receive()
+        if msg.type is WSMsgType.TEXT:
+            await ws.send_str(msg.data)
+            st.stats.echoes["ws"] += 1
+        elif msg.type is WSMsgType.BINARY:
+            if echo_only:
+                await ws.send_bytes(msg.data)
+                st.stats.echoes["ws"] += 1
+            else:
+                st.stats.rejected["ws_binary"] += 1
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary frames are not accepted")
+                return
+        elif msg.type is WSMsgType.CLOSE:
+            code = int(msg.data)
+            if is_valid_close_code(code):
+                await ws.close(code=code or WSCloseCode.OK)  # echo the peer's code (RFC 6455 §5.5.1)
+            else:
+                count_close(request, WSCloseCode.PROTOCOL_ERROR)
+                await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=b"invalid close code %d" % code)
+            return
+        elif msg.type is WSMsgType.ERROR:
+            if isinstance(msg.data, asyncio.TimeoutError):
+                st.stats.rejected["ws_pong_timeout"] += 1  # heartbeat: the peer is dead or gone
+            elif ws.close_code is not None:
+                count_close(request, ws.close_code)  # receive() already closed with the right code
+            return
+        else:  # CLOSING (closed by the pusher or at shutdown) or CLOSED (connection lost)
+            return
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -50,22 +106,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         compress=cfg["ws_compress"],
         max_msg_size=cfg["max_ws_message_bytes"],
         heartbeat=cfg["ws_heartbeat_s"] or None,
+        autoclose=False,
     )
     await ws.prepare(request)
+    bound_send_buffer(request.transport, cfg["send_buffer_bytes"])
     request.app[SOCKETS].add(ws)
     pusher = None if echo_only or after is None else asyncio.create_task(_push(ws, request, after))
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await ws.send_str(msg.data)
-                st.stats.echoes["ws"] += 1
-            elif msg.type is WSMsgType.BINARY:
-                if echo_only:
-                    await ws.send_bytes(msg.data)
-                    st.stats.echoes["ws"] += 1
-                else:
-                    st.stats.rejected["ws_binary"] += 1
-                    await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary frames are not accepted")
+        await receive_loop(ws, request, echo_only)
     finally:
         request.app[SOCKETS].discard(ws)
         if pusher is not None:
