@@ -1,0 +1,169 @@
+"""``python -m loadgen --config FILE [--set section.key=VALUE ...] [--out DIR]``: run every cell, write results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from loadgen.headers import HeaderProfile, ProfileError, header_block_bytes, make_profile
+from loadgen.results import CellSummary, OutputError, RunFolder, summarize, write_run
+from loadgen.runner import cell_seconds, log_dir, run_cell
+from pushbench.config import Cell, ConfigError, expand_cells, load_config
+
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadgen", description=__doc__)
+    parser.add_argument("--config", required=True, help="TOML config file (see configs/)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config key; VALUE is a TOML value (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--out", default="results", help="folder that receives the run folder (default: results)")
+    return parser.parse_args(argv)
+
+
+def profiles_for(cells: list[Cell], source: str) -> tuple[dict[int, HeaderProfile], list[str]]:
+    """The header profile of every cell, and every problem (a missing browser profile is a config error)."""
+    profiles: dict[int, HeaderProfile] = {}
+    problems: list[str] = []
+    for cell in cells:
+        try:
+            profiles[cell.index] = make_profile(cell.load)
+        except ProfileError as exc:
+            message = f"{source}: load.header_profile: {exc}"
+            if message not in problems:
+                problems.append(message)
+    return profiles, problems
+
+
+def profile_record(profile: HeaderProfile) -> dict[str, Any]:
+    host = "127.0.0.1:PORT"
+    return {
+        "request_header_bytes": header_block_bytes(profile.fetch_headers(host)),
+        "websocket_request_header_bytes": header_block_bytes(profile.websocket_headers(host, "x" * 24, False)),
+        "source": profile.source,
+        "cookie_bytes": profile.cookie_bytes,
+        "fetch_headers": [list(h) for h in profile.fetch_headers("{host}")],
+        "websocket_headers": [list(h) for h in profile.websocket_headers("{host}", "{key}", False)],
+        **profile.details,
+    }
+
+
+def summary_table(summaries: list[CellSummary]) -> Table:
+    table = Table(title="pushbench: one row per cell")
+    columns = [
+        ("cell", "cell_id"), ("status", "status"), ("transport", "transport"), ("scenario", "scenario"),
+        ("clients", "clients"), ("recv/exp", None), ("lost", "messages_lost"), ("dup", "messages_duplicated"),
+        ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"), ("down B/msg", None),
+        ("up B/msg", None), ("conns", "connections_opened"), ("errors", "errors"), ("sat", "saturated"),
+    ]  # fmt: skip
+    for title, _ in columns:
+        table.add_column(title, justify="right" if title not in ("cell", "status", "transport", "scenario") else "left")
+    for s in summaries:
+        r = s.row
+        received = r["messages_received"] or 0
+        cells = []
+        for title, key in columns:
+            if title == "recv/exp":
+                cells.append(f"{received}/{r['messages_expected']}")
+            elif title == "down B/msg":
+                cells.append(f"{r['bytes_down_tcp'] / received:.1f}" if received else "-")
+            elif title == "up B/msg":
+                cells.append(f"{r['bytes_up_tcp'] / received:.1f}" if received else "-")
+            else:
+                value = r.get(key or "")
+                cells.append(f"{value:.2f}" if isinstance(value, float) else str(value))
+        table.add_row(*cells)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    err = Console(stderr=True, highlight=False)
+    problems: list[str] = []
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    cells = expand_cells(config)
+    profiles, problems = profiles_for(cells, config.source)
+    folder: RunFolder | None = None
+    try:
+        folder = RunFolder(Path(args.out), config.name)
+    except OutputError as exc:
+        problems.append(f"--out {exc}")
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if folder is not None:
+            folder.discard()
+        return EXIT_CONFIG
+    assert folder is not None
+
+    repeats = cells[0].load["repeat"] if cells else 1
+    runs = [(cell, r) for cell in cells for r in range(1, cell.load["repeat"] + 1)]
+    del repeats
+    estimates = [cell_seconds(cell) for cell, _ in runs]
+    started = time.time()
+    summaries: list[CellSummary] = []
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=err, transient=False,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("starting", total=sum(estimates))
+            done_s = 0.0
+            for i, (cell, repeat) in enumerate(runs):
+                label = ", ".join(f"{k}={v}" for k, v in cell.varied.items()) or cell.load["transport"]
+                progress.update(task, description=f"cell {i + 1}/{len(runs)} [{label}] r{repeat}")
+                cell_started = time.monotonic()
+
+                def tick(base: float = done_s, est: float = estimates[i], t0: float = cell_started) -> None:
+                    progress.update(task, completed=base + min(est, time.monotonic() - t0))
+
+                run = run_cell(cell, repeat, profiles[cell.index], log_dir(), tick)
+                summary = summarize(run, profiles[cell.index])
+                summaries.append(summary)
+                done_s += estimates[i]
+                progress.update(task, completed=done_s)
+                for warning in run.warnings:
+                    progress.console.print(f"[yellow]warning[/] {summary.row['cell_id']}: {warning}")
+        used = {p.name: profile_record(p) for p in profiles.values()}
+        final = write_run(
+            folder,
+            config_source=config.source,
+            overrides=list(args.overrides),
+            config=config.to_dict(),
+            profiles=used,
+            summaries=summaries,
+            started=started,
+            ended=time.time(),
+        )
+    except KeyboardInterrupt:
+        folder.discard()
+        print("interrupted: no results folder written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BaseException:
+        folder.discard()
+        raise
+    Console(highlight=False).print(summary_table(summaries))
+    print(f"results: {final}")
+    bad = [s.row["cell_id"] for s in summaries if s.row["status"] != "ok"]
+    if bad:
+        print(f"cells not ok: {', '.join(bad)} (see warnings in run.json)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""What every client of one worker shares: the cell's plan, the window book, the counters, reconnecting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.conn import ClientError, Connection, ErrorKind, Phase, WindowBook
+from loadgen.headers import HeaderProfile
+from loadgen.metrics import LatencyRecorder, SeqTracker, backoff_s
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One cell as the clients see it: where to connect, what to do, and the timeline (ns since the epoch)."""
+
+    host: str
+    port: int
+    transport: str
+    scenario: str
+    clients: int
+    poll_interval_s: float
+    send_interval_s: float
+    longpoll_timeout_s: float
+    payload_bytes: int
+    seed: int
+    ws_compress: bool
+    ramp_up_s: float
+    profile: HeaderProfile
+    anchor_ns: int  # ramp start; poll and echo schedules count from here
+    window_start_ns: int
+    window_end_ns: int
+    stop_ns: int
+    seq_first: int  # feed events with intended time in the window: seq_first..seq_last
+    seq_last: int
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def request_timeout_s(self) -> float:
+        return max(10.0, self.longpoll_timeout_s + 10.0) if self.transport == "longpoll" else 10.0
+
+
+@dataclass
+class ClientState:
+    """One simulated client."""
+
+    index: int
+    rng: random.Random
+    tracker: SeqTracker
+    cursor: int | None = None  # last seq received (resume point)
+    conn_seq: int = 0
+    attempt: int = 0  # consecutive failures, for backoff
+
+
+@dataclass
+class ClientContext:
+    plan: Plan
+    book: WindowBook = field(default_factory=WindowBook)
+    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    errors: Counter[str] = field(default_factory=Counter)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stale_resumes: int = 0  # 410 Gone: the resume point had left the history (those events count as lost)
+    reconnects: int = 0
+    requests_retried: int = 0  # ConnectionReused: sent on a connection the server had just closed
+    error_samples: list[str] = field(default_factory=list)
+
+    def deliver(self, client: ClientState, seq: int, intended_ns: int, received_ns: int) -> None:
+        """One message arrived: first deliveries inside the window get a latency."""
+        if client.tracker.add(seq):
+            self.latency.record(received_ns, intended_ns)
+
+    def count_error(self, exc: ClientError) -> None:
+        if self.book.phase is not Phase.AFTER or not self.stop.is_set():
+            self.errors[exc.kind.value] += 1
+            if len(self.error_samples) < 20:
+                self.error_samples.append(str(exc))
+
+    async def connect(self, client: ClientState) -> Connection:
+        client.conn_seq += 1
+        conn = await Connection.open(
+            self.book, client.index, client.conn_seq, self.plan.host, self.plan.port, self.plan.request_timeout_s
+        )
+        return conn
+
+    async def reuse_or_connect(self, client: ClientState, conn: Connection | None) -> Connection:
+        """``conn`` if the server has not closed it, else a new connection (the old one closed cleanly)."""
+        if conn is not None and conn.peer_closed():
+            await conn.close()
+            conn = None
+        return conn if conn is not None else await self.connect(client)
+
+    async def sleep_until(self, wall_ns: int) -> bool:
+        """Sleep until ``wall_ns``; False if the cell stopped first."""
+        delay = (wall_ns - time.time_ns()) / NS_PER_S
+        if delay <= 0:
+            return not self.stop.is_set()
+        try:
+            async with asyncio.timeout(delay):
+                await self.stop.wait()
+        except TimeoutError:
+            return True
+        return False
+
+    async def after_failure(self, client: ClientState, exc: ClientError) -> bool:
+        """Count the error and wait a backoff; False if the cell stopped meanwhile."""
+        self.count_error(exc)
+        client.attempt += 1
+        self.reconnects += 1
+        return await self.sleep_until(time.time_ns() + int(backoff_s(client.attempt, client.rng) * NS_PER_S))
+
+
+def stale_resume_point(body: bytes) -> int:
+    """From a 410 Gone body (``{"oldest": O, ...}``): resume just before the oldest event still in history."""
+    try:
+        data = json.loads(body)
+        return max(0, int(data["oldest"]) - 1)
+    except (ValueError, KeyError, TypeError):
+        raise ClientError(ErrorKind.PROTOCOL, f"410 without a usable 'oldest': {body[:80]!r}") from None
+
+
+def event_fields(raw: bytes) -> tuple[int, int]:
+    """(seq, ts) of one serialized event."""
+    try:
+        data: Any = json.loads(raw)
+        return int(data["seq"]), int(data["ts"])
+    except (ValueError, KeyError, TypeError):
+        raise ClientError(ErrorKind.PROTOCOL, f"not an event: {raw[:80]!r}") from None

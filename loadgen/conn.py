@@ -1,0 +1,430 @@
+"""One client TCP connection: asyncio streams that know their byte offsets, kernel counters, and HTTP/1.1.
+
+Every byte read or written goes through ``Connection``, which keeps the offset of each byte in the TCP
+stream, so the clients can tell ``PayloadLedger`` exactly where each payload byte sits. The kernel's
+counters (``TCP_INFO``) are read when the connection opens, at window start and end while it is open, and
+just before it closes, through a duplicate of the socket's file descriptor: asyncio closes its own
+descriptor as soon as a connection is reset, and the duplicate keeps the kernel socket, and its
+counters, readable until pushbench has read them.
+
+The HTTP client is deliberately small (request line, header lines, Content-Length or chunked bodies):
+pushbench must know every byte it puts on the wire, and ``minimal`` must really be minimal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+
+from loadgen.headers import header_block
+from loadgen.metrics import PayloadLedger
+from loadgen.wire import TCP_CLOSE, TcpInfo, WireCountersUnavailable, read_tcp_info
+
+MAX_HEADER_BYTES = 64 * 1024
+GRACEFUL_CLOSE_WAIT_S = 0.05
+
+
+class ErrorKind(StrEnum):
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    HTTP_STATUS = "http_status"
+    PROTOCOL = "protocol"
+    DISCONNECT = "disconnect"
+
+
+ERROR_KINDS = tuple(k.value for k in ErrorKind)
+
+
+class ClientError(Exception):
+    """A failure a client counts and recovers from (by reconnecting), classified by kind."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        self.kind = kind
+        super().__init__(f"{kind.value}: {message}")
+
+
+class ConnectionReused(ClientError):
+    """A kept-alive connection turned out to be closed by the server before it answered: retry on a new one.
+
+    HTTP/1.1 lets a server close an idle persistent connection at any time (aiohttp with keep-alive off
+    closes after each response without saying ``Connection: close``); clients, browsers included, retry an
+    idempotent request once on a fresh connection. Not counted as an error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ErrorKind.DISCONNECT, "the server closed the kept-alive connection")
+
+
+class Phase(Enum):
+    BEFORE = 0
+    IN = 1
+    AFTER = 2
+
+
+@dataclass
+class ConnRecord:
+    """What one connection carried inside the window (deltas), one row of connections.parquet."""
+
+    client: int
+    conn_seq: int
+    opened_ns: int
+    closed_ns: int | None
+    bytes_down_tcp: int
+    bytes_up_tcp: int
+    segs_in: int
+    segs_out: int
+    bytes_down_payload: int
+    bytes_up_payload: int
+    timestamps: bool
+
+
+@dataclass
+class _Mark:
+    down: int
+    up: int
+    segs_in: int
+    segs_out: int
+
+
+@dataclass
+class WindowBook:
+    """A worker's view of the window: which connections are open, and what each carried inside it."""
+
+    phase: Phase = Phase.BEFORE
+    open: set[Connection] = field(default_factory=set)
+    records: list[ConnRecord] = field(default_factory=list)
+    opened_in_window: int = 0
+    concurrent_peak: int = 0
+    counter_errors: int = 0
+
+    def start(self) -> None:
+        self.phase = Phase.IN
+        for conn in list(self.open):
+            conn.mark_start()
+        self.concurrent_peak = len(self.open)
+
+    def end(self) -> None:
+        for conn in list(self.open):
+            conn.mark_end()
+        self.phase = Phase.AFTER
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    body_offset: int  # stream offset of the first body byte (after de-chunking: of the first chunk's data)
+    keep_alive: bool
+
+
+class Connection:
+    """A TCP connection owned by one client; see the module docstring."""
+
+    def __init__(
+        self,
+        book: WindowBook,
+        client: int,
+        conn_seq: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        timeout_s: float,
+    ) -> None:
+        self.book = book
+        self.client = client
+        self.conn_seq = conn_seq
+        self.reader = reader
+        self.writer = writer
+        self.timeout_s = timeout_s
+        self.down_offset = 0  # bytes consumed from the received stream
+        self.up_offset = 0  # bytes written to the sent stream
+        self.ledger = PayloadLedger()
+        self.opened_ns = time.time_ns()
+        self.closed = False
+        self.responses = 0  # complete responses read on this connection
+        transport_sock = writer.get_extra_info("socket")
+        self._sock = socket.socket(fileno=os.dup(transport_sock.fileno()))
+        self._start: _Mark | None = None
+        self._end: _Mark | None = None
+        self._timestamps = False
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        book.open.add(self)
+        if book.phase is Phase.IN:
+            book.opened_in_window += 1
+            book.concurrent_peak = max(book.concurrent_peak, len(book.open))
+            # Opened inside the window: its handshake segments count too, so segments start from zero.
+            self.mark_start(from_zero_segments=True)
+
+    @classmethod
+    async def open(
+        cls, book: WindowBook, client: int, conn_seq: int, host: str, port: int, timeout_s: float
+    ) -> Connection:
+        try:
+            async with asyncio.timeout(timeout_s):
+                reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEADER_BYTES * 16)
+        except TimeoutError:
+            raise ClientError(ErrorKind.CONNECT, f"connect to {host}:{port} timed out after {timeout_s}s") from None
+        except OSError as exc:
+            raise ClientError(ErrorKind.CONNECT, f"connect to {host}:{port}: {exc.strerror or exc}") from None
+        return cls(book, client, conn_seq, reader, writer, timeout_s)
+
+    # --- kernel counters ---------------------------------------------------------------------------
+
+    def _read(self, own_fin: bool = False) -> _Mark | None:
+        try:
+            info = read_tcp_info(self._sock)
+        except (OSError, WireCountersUnavailable):
+            self.book.counter_errors += 1
+            return None
+        self._timestamps = info.timestamps
+        down, up = _offsets(info, own_fin)
+        return _Mark(down, up, info.segs_in, info.segs_out)
+
+    def mark_start(self, from_zero_segments: bool = False) -> None:
+        mark = self._read()
+        if mark is None:
+            return
+        if from_zero_segments:
+            mark.segs_in = mark.segs_out = 0
+        self._start = mark
+        self.ledger.mark_start(mark.down, mark.up)
+
+    def mark_end(self, mark: _Mark | None = None) -> None:
+        mark = mark or self._read()
+        if mark is None or self._start is None:
+            return
+        self._end = mark
+        self.ledger.mark_end(mark.down, mark.up)
+
+    # --- bytes -------------------------------------------------------------------------------------
+
+    async def _io(self, coro: asyncio.Future[bytes] | asyncio.Task[bytes] | object, what: str) -> bytes:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await coro  # type: ignore[misc]
+        except TimeoutError:
+            raise ClientError(ErrorKind.TIMEOUT, f"no {what} within {self.timeout_s}s") from None
+        except asyncio.IncompleteReadError as exc:
+            raise ClientError(ErrorKind.DISCONNECT, f"connection closed while reading {what}") from exc
+        except asyncio.LimitOverrunError:
+            raise ClientError(ErrorKind.PROTOCOL, f"{what} too long") from None
+        except (ConnectionError, OSError) as exc:
+            raise ClientError(ErrorKind.DISCONNECT, f"{what}: {exc}") from None
+
+    async def read_until(self, separator: bytes, what: str) -> tuple[int, bytes]:
+        data = await self._io(self.reader.readuntil(separator), what)
+        offset = self.down_offset
+        self.down_offset += len(data)
+        return offset, data
+
+    async def read_exactly(self, n: int, what: str) -> tuple[int, bytes]:
+        data = await self._io(self.reader.readexactly(n), what)
+        offset = self.down_offset
+        self.down_offset += len(data)
+        return offset, data
+
+    async def read_some(self, what: str, limit: int = 65536, timeout_s: float | None = None) -> tuple[int, bytes]:
+        """Up to ``limit`` bytes; b"" at end of stream."""
+        if timeout_s is not None:
+            saved, self.timeout_s = self.timeout_s, timeout_s
+            try:
+                data = await self._io(self.reader.read(limit), what)
+            finally:
+                self.timeout_s = saved
+        else:
+            data = await self._io(self.reader.read(limit), what)
+        offset = self.down_offset
+        self.down_offset += len(data)
+        return offset, data
+
+    def write(self, data: bytes, payload_spans: Sequence[tuple[int, int]] = ()) -> None:
+        """Send ``data``; ``payload_spans`` are (start, length) of its payload bytes, relative to ``data``."""
+        if self.writer.is_closing():
+            raise ClientError(ErrorKind.DISCONNECT, "connection already closed")
+        for start, length in payload_spans:
+            self.ledger.add_up(self.up_offset + start, length)
+        self.up_offset += len(data)
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.writer.drain()
+        except TimeoutError:
+            raise ClientError(ErrorKind.TIMEOUT, f"could not send within {self.timeout_s}s") from None
+        except (ConnectionError, OSError) as exc:
+            raise ClientError(ErrorKind.DISCONNECT, f"send: {exc}") from None
+
+    def add_down_payload(self, offset: int, length: int, payload_bytes: int | None = None) -> None:
+        self.ledger.add_down(offset, length, payload_bytes)
+
+    # --- HTTP/1.1 ----------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes = b"",
+        body_is_payload: bool = False,
+    ) -> Response:
+        """Send one request and read the whole response (Content-Length or chunked)."""
+        head = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + header_block(headers) + b"\r\n"
+        spans = [(len(head), len(body))] if body_is_payload and body else []
+        self.write(head + body, spans)
+        await self.drain()
+        head_at = self.down_offset
+        try:
+            status, resp_headers = await self.read_head()
+        except ClientError as exc:
+            if self.responses and exc.kind is ErrorKind.DISCONNECT and self.down_offset == head_at:
+                raise ConnectionReused() from exc
+            raise
+        keep_alive = resp_headers.get("connection", "").lower() != "close"
+        if "chunked" in resp_headers.get("transfer-encoding", "").lower():
+            body_offset, data = await self.read_chunked_body()
+        elif "content-length" in resp_headers:
+            try:
+                length = int(resp_headers["content-length"])
+            except ValueError:
+                raise ClientError(ErrorKind.PROTOCOL, "Content-Length is not a number") from None
+            body_offset, data = await self.read_exactly(length, "response body") if length else (self.down_offset, b"")
+        else:
+            raise ClientError(ErrorKind.PROTOCOL, "response without Content-Length or chunked encoding")
+        self.responses += 1
+        return Response(status, resp_headers, data, body_offset, keep_alive)
+
+    async def read_head(self) -> tuple[int, dict[str, str]]:
+        """Status line and header lines of a response."""
+        _, raw = await self.read_until(b"\r\n\r\n", "response headers")
+        return parse_head(raw)
+
+    async def read_chunk(self) -> tuple[int, bytes]:
+        """One chunk of a chunked body: (stream offset of its data, data); b"" for the last chunk."""
+        _, line = await self.read_until(b"\r\n", "chunk size")
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ClientError(ErrorKind.PROTOCOL, f"bad chunk size line {line[:40]!r}") from None
+        if size == 0:
+            await self.read_until(b"\r\n", "chunked trailer")  # no trailers expected: the final CRLF
+            return self.down_offset, b""
+        offset, data = await self.read_exactly(size + 2, "chunk")
+        return offset, data[:-2]
+
+    async def read_chunked_body(self) -> tuple[int, bytes]:
+        first: int | None = None
+        parts: list[bytes] = []
+        while True:
+            offset, data = await self.read_chunk()
+            if not data:
+                return (first if first is not None else offset), b"".join(parts)
+            first = offset if first is None else first
+            parts.append(data)
+
+    async def wait_eof(self, timeout_s: float) -> bool:
+        """Wait for the server's FIN after a ``Connection: close`` response; True if it came."""
+        with contextlib.suppress(ClientError):
+            _, data = await self.read_some("end of stream", timeout_s=timeout_s)
+            return data == b""
+        return False
+
+    # --- closing -----------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close, reading the counters first; when the server closed first, include our FIN and its ACK."""
+        if self.closed:
+            return
+        mark = self._read()
+        if mark is not None and self.book.phase is Phase.IN and self._peer_closed():
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)
+                deadline = time.monotonic() + GRACEFUL_CLOSE_WAIT_S
+                while time.monotonic() < deadline and read_tcp_info(self._sock).state != TCP_CLOSE:
+                    await asyncio.sleep(0.001)
+                if read_tcp_info(self._sock).state == TCP_CLOSE:
+                    mark = self._read(own_fin=True)
+        self._finish(mark)
+
+    def abort(self) -> None:
+        """Close at once after an error (counters read first)."""
+        if not self.closed:
+            self._finish(self._read(), abort=True)
+
+    def peer_closed(self) -> bool:
+        """The server has closed its side (its FIN arrived): the connection cannot carry another request."""
+        return self.reader.at_eof() or self._peer_closed()
+
+    def _peer_closed(self) -> bool:
+        try:
+            return read_tcp_info(self._sock).peer_fin_received
+        except (OSError, WireCountersUnavailable):
+            return False
+
+    def _finish(self, mark: _Mark | None, abort: bool = False) -> None:
+        self.closed = True
+        book = self.book
+        if book.phase is Phase.IN:
+            self.mark_end(mark)
+        book.open.discard(self)
+        if self._start is not None and self._end is not None:
+            start, end = self._start, self._end
+            book.records.append(
+                ConnRecord(
+                    client=self.client,
+                    conn_seq=self.conn_seq,
+                    opened_ns=self.opened_ns,
+                    closed_ns=time.time_ns() if book.phase is Phase.IN else None,
+                    bytes_down_tcp=end.down - start.down,
+                    bytes_up_tcp=end.up - start.up,
+                    segs_in=end.segs_in - start.segs_in,
+                    segs_out=end.segs_out - start.segs_out,
+                    bytes_down_payload=self.ledger.down_payload,
+                    bytes_up_payload=self.ledger.up_payload,
+                    timestamps=self._timestamps,
+                )
+            )
+        with contextlib.suppress(Exception):
+            if abort:
+                self.writer.transport.abort()
+            else:
+                self.writer.close()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def _offsets(info: TcpInfo, own_fin: bool) -> tuple[int, int]:
+    if own_fin:
+        # After both FINs (state CLOSE): each side's FIN counted one byte.
+        return info.bytes_received - 1, max(0, info.bytes_acked - 2)
+    return info.stream_offsets()
+
+
+def parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+    """Parse ``HTTP/1.1 200 OK\\r\\nName: value\\r\\n...\\r\\n\\r\\n`` into (status, lower-case headers)."""
+    try:
+        text = raw.decode("latin-1")
+        lines = text.split("\r\n")
+        version, status_text = lines[0].split(" ", 2)[:2]
+        if not version.startswith("HTTP/1."):
+            raise ValueError(version)
+        status = int(status_text)
+    except (ValueError, IndexError):
+        raise ClientError(ErrorKind.PROTOCOL, f"bad status line {raw[:60]!r}") from None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ClientError(ErrorKind.PROTOCOL, f"bad header line {line[:60]!r}")
+        key = name.strip().lower()
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return status, headers

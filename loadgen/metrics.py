@@ -1,0 +1,290 @@
+"""The measurement logic of the load generator, as pure functions and small classes over numbers.
+
+Nothing here touches a socket or a clock: the clients call these with the times and byte offsets they
+observed, and the tests call them with hand-computed ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
+
+NS_PER_S = 1_000_000_000
+NS_PER_US = 1_000
+
+HDR_LOWEST_US = 1
+HDR_HIGHEST_US = 60_000_000
+HDR_SIGNIFICANT_DIGITS = 3
+
+CPU_SATURATION_PCT = 80.0
+LOOP_LAG_SATURATION_MS = 10.0
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# --- the schedule -------------------------------------------------------------------------------------------
+
+
+def period_ns(rate_hz: float) -> int:
+    """Nanoseconds between ticks of a feed publishing ``rate_hz`` ticks per second (the servers' rounding)."""
+    return round(NS_PER_S / rate_hz)
+
+
+def align_window(ref_ts_ns: int, tick_ns: int, not_before_ns: int, duration_ns: int) -> tuple[int, int]:
+    """A measured window [start, end) that starts and ends half a tick between publications.
+
+    ``ref_ts_ns`` is the intended time of any published tick. Starting mid-tick means no event is on the wire
+    while the byte counters are read, so every event falls wholly inside or outside the window. The length
+    is ``duration_ns`` rounded to whole ticks (at least one).
+    """
+    half = tick_ns // 2
+    k = _ceil_div(not_before_ns - ref_ts_ns - half, tick_ns)
+    start = ref_ts_ns + k * tick_ns + half
+    ticks = max(1, round(duration_ns / tick_ns))
+    return start, start + ticks * tick_ns
+
+
+def window_seq_range(
+    ref_seq: int, ref_ts_ns: int, tick_ns: int, burst: int, start_ns: int, end_ns: int
+) -> tuple[int, int]:
+    """(first, last) seq of the events whose intended time lies in [start, end); last < first when none.
+
+    Seqs start at 1 and every tick emits ``burst`` events sharing the tick's intended time, so the tick of
+    seq ``s`` is ``(s - 1) // burst`` and tick ``t`` is due at ``ref_ts + (t - ref_tick) * tick_ns``.
+    """
+    ref_tick = (ref_seq - 1) // burst
+    first_tick = max(0, ref_tick + _ceil_div(start_ns - ref_ts_ns, tick_ns))
+    last_tick = ref_tick + _ceil_div(end_ns - ref_ts_ns, tick_ns) - 1
+    return first_tick * burst + 1, (last_tick + 1) * burst
+
+
+def phase_ns(seed: int, client: int, interval_ns: int) -> int:
+    """A client's seeded random phase in [0, interval): short polls and echo sends do not fire together."""
+    return random.Random(seed * 1_000_003 + client).randrange(interval_ns)
+
+
+def next_due_ns(anchor_ns: int, phase: int, interval_ns: int, now_ns: int) -> int:
+    """The first time ``anchor + phase + k * interval`` (k integer) that is >= ``now_ns``."""
+    first = anchor_ns + phase
+    k = max(0, _ceil_div(now_ns - first, interval_ns))
+    return first + k * interval_ns
+
+
+def due_index_range(anchor_ns: int, phase: int, interval_ns: int, start_ns: int, end_ns: int) -> tuple[int, int]:
+    """(first, last) k >= 0 with ``anchor + phase + k * interval`` in [start, end); last < first when none."""
+    first = anchor_ns + phase
+    lo = max(0, _ceil_div(start_ns - first, interval_ns))
+    hi = _ceil_div(end_ns - first, interval_ns) - 1
+    return lo, max(hi, lo - 1)
+
+
+def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.05, cap_s: float = 2.0) -> float:
+    """Reconnect delay: exponential from ``base_s``, capped, with full jitter so clients do not stampede."""
+    return rng.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 30)))
+
+
+# --- messages -----------------------------------------------------------------------------------------------
+
+
+class SeqTracker:
+    """Which seqs of [first, last] one client received: received, duplicated, lost (never received)."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
+        self._seen = bytearray(max(0, last - first + 1))
+        self.received = 0
+        self.duplicated = 0
+
+    @property
+    def expected(self) -> int:
+        return len(self._seen)
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.received
+
+    def add(self, seq: int) -> bool:
+        """Record one delivery; True when it is a first delivery of a seq inside the window."""
+        if not self.first <= seq <= self.last:
+            return False
+        i = seq - self.first
+        if self._seen[i]:
+            self.duplicated += 1
+            return False
+        self._seen[i] = 1
+        self.received += 1
+        return True
+
+
+# --- latency ------------------------------------------------------------------------------------------------
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, HDR_SIGNIFICANT_DIGITS)
+
+
+def latency_us(received_ns: int, intended_ns: int) -> int:
+    """Latency from the *intended* time, in µs, clamped to the histogram's range [1 µs, 60 s]."""
+    return min(HDR_HIGHEST_US, max(HDR_LOWEST_US, (received_ns - intended_ns) // NS_PER_US))
+
+
+class LatencyRecorder:
+    """One worker's latencies: an HDR histogram plus the exact count, sum and max."""
+
+    def __init__(self) -> None:
+        self.histogram = new_histogram()
+        self.count = 0
+        self.sum_ns = 0
+        self.max_ns = 0
+        self.out_of_range = 0  # clamped into [1 µs, 60 s]: a negative latency means clocks disagree
+
+    def record(self, received_ns: int, intended_ns: int) -> None:
+        delta = received_ns - intended_ns
+        if not NS_PER_US <= delta <= HDR_HIGHEST_US * NS_PER_US:
+            self.out_of_range += 1
+        self.histogram.record_value(latency_us(received_ns, intended_ns))
+        self.count += 1
+        self.sum_ns += delta
+        self.max_ns = max(self.max_ns, delta)
+
+    def encode(self) -> str:
+        return encode_histogram(self.histogram)
+
+
+def encode_histogram(histogram: HdrHistogram) -> str:
+    encoded = histogram.encode()
+    return encoded.decode("ascii") if isinstance(encoded, bytes) else str(encoded)
+
+
+def merge_histograms(encoded: Iterable[str]) -> HdrHistogram:
+    """Merge encoded histograms losslessly (``decode_and_add``)."""
+    merged = new_histogram()
+    for text in encoded:
+        base64.b64decode(text, validate=True)  # a corrupt string fails here with a clear error
+        merged.decode_and_add(text)
+    return merged
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def summarize_latency(histogram: HdrHistogram, count: int, sum_ns: int, max_ns: int) -> LatencySummary:
+    """Mean and max exact (from count/sum/max); percentiles from the HDR histogram. NaN when empty."""
+    if count == 0:
+        nan = float("nan")
+        return LatencySummary(0, nan, nan, nan, nan, nan)
+
+    def pct(p: float) -> float:
+        return histogram.get_value_at_percentile(p) / 1000.0
+
+    return LatencySummary(count, sum_ns / count / 1e6, pct(50), pct(90), pct(99), max_ns / 1e6)
+
+
+# --- bytes --------------------------------------------------------------------------------------------------
+
+
+def overlap(lo: int, hi: int, window_lo: int, window_hi: float) -> int:
+    """Length of [lo, hi) ∩ [window_lo, window_hi)."""
+    return max(0, int(min(hi, window_hi)) - max(lo, window_lo)) if hi > window_lo and lo < window_hi else 0
+
+
+class PayloadLedger:
+    """Counts the payload bytes of one connection that crossed the wire inside the measured window.
+
+    Payload bytes are placed by their position in the TCP byte stream (offset from the first byte after
+    the handshake), and the window is the stream range between the kernel's counters read at window start
+    and end (``TcpInfo.stream_offsets``). So a message half-read when the counters were read is split
+    exactly where the kernel's count split it, and ``tcp - payload`` is exact overhead.
+
+    Received bytes are reported after they have been read, so they always lie at or below the kernel's
+    count at any later instant: a span seen before the end mark cannot reach past it.
+    """
+
+    def __init__(self) -> None:
+        self.down_start: int | None = None
+        self.down_end: int | None = None
+        self.up_start: int | None = None
+        self.up_end: int | None = None
+        self.down_payload = 0
+        self._up_spans: list[tuple[int, int]] = []
+
+    def mark_start(self, down_offset: int, up_offset: int) -> None:
+        self.down_start, self.up_start = down_offset, up_offset
+        self._up_spans = [(o, n) for o, n in self._up_spans if o + n > up_offset]
+
+    def mark_end(self, down_offset: int, up_offset: int) -> None:
+        self.down_end, self.up_end = down_offset, up_offset
+
+    def add_down(self, offset: int, length: int, payload_bytes: int | None = None) -> None:
+        """``length`` stream bytes read at ``offset`` carried payload (``payload_bytes`` of it when compressed)."""
+        if self.down_start is None:
+            return
+        hi = math.inf if self.down_end is None else self.down_end
+        inside = overlap(offset, offset + length, self.down_start, hi)
+        if payload_bytes is not None and length > 0:
+            inside = round(payload_bytes * inside / length)
+        self.down_payload += inside
+
+    def add_up(self, offset: int, length: int) -> None:
+        """``length`` payload bytes written at stream ``offset`` (not necessarily sent yet)."""
+        if self.up_end is not None and offset >= self.up_end:
+            return
+        self._up_spans.append((offset, length))
+
+    @property
+    def up_payload(self) -> int:
+        if self.up_start is None:
+            return 0
+        hi = math.inf if self.up_end is None else self.up_end
+        return sum(overlap(o, o + n, self.up_start, hi) for o, n in self._up_spans)
+
+
+def overhead_bytes(tcp_bytes: int, payload_bytes: int) -> int:
+    """Everything in the TCP byte stream that is not application payload (may be < 0 with compression)."""
+    return tcp_bytes - payload_bytes
+
+
+def ws_frame_header_bytes(payload_len: int, masked: bool) -> int:
+    """RFC 6455 §5.2: 2 bytes, +2 for 126..65535 bytes or +8 beyond, +4 when masked (client to server)."""
+    if payload_len < 0:
+        raise ValueError(f"payload length must be >= 0, got {payload_len}")
+    size = 2 if payload_len <= 125 else 4 if payload_len <= 0xFFFF else 10
+    return size + (4 if masked else 0)
+
+
+# --- the load generator itself ------------------------------------------------------------------------------
+
+
+def cpu_percent(cpu_s: float, wall_s: float) -> float:
+    """CPU seconds over wall seconds, in % of one core."""
+    return 100.0 * cpu_s / wall_s if wall_s > 0 else float("nan")
+
+
+def saturation_reasons(
+    cpu_pct: float,
+    loop_lag_p99_ms: float,
+    cpu_limit_pct: float = CPU_SATURATION_PCT,
+    lag_limit_ms: float = LOOP_LAG_SATURATION_MS,
+) -> list[str]:
+    """Why a worker measured itself rather than the transport; empty when it kept up."""
+    reasons = []
+    if cpu_pct > cpu_limit_pct:
+        reasons.append(f"load generator CPU {cpu_pct:.0f}% > {cpu_limit_pct:.0f}% of a core")
+    if loop_lag_p99_ms > lag_limit_ms:
+        reasons.append(f"event-loop lag p99 {loop_lag_p99_ms:.1f} ms > {lag_limit_ms:.0f} ms")
+    return reasons

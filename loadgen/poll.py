@@ -1,0 +1,100 @@
+"""Short polling: ``GET /poll?after=N`` every ``poll_interval_s``, each client at its own seeded phase."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from loadgen.client import ClientContext, ClientState, stale_resume_point
+from loadgen.conn import ClientError, Connection, ConnectionReused, ErrorKind
+from loadgen.metrics import next_due_ns, phase_ns
+
+TRANSPORT = "poll"
+NS_PER_S = 1_000_000_000
+
+
+def parse_poll_body(body: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """``{"cursor": C, "events": [...]}`` → (C, [(seq, ts, start, length)]) with each event's span in ``body``.
+
+    The payload of an event is its serialized bytes as the server sent them; they are found in the body by
+    re-serializing compactly (the servers' ``separators=(",", ":")``), which also checks that assumption.
+    """
+    try:
+        data = json.loads(body)
+        cursor = int(data["cursor"])
+        events = data["events"]
+    except (ValueError, KeyError, TypeError):
+        raise ClientError(ErrorKind.PROTOCOL, f"not a poll body: {body[:80]!r}") from None
+    out = []
+    pos = 0
+    for event in events:
+        raw = json.dumps(event, separators=(",", ":")).encode()
+        start = body.find(raw, pos)
+        if start < 0:
+            raise ClientError(ErrorKind.PROTOCOL, f"event not serialized compactly: {raw[:60]!r}")
+        out.append((int(event["seq"]), int(event["ts"]), start, len(raw)))
+        pos = start + len(raw)
+    return cursor, out
+
+
+async def fetch(ctx: ClientContext, client: ClientState, conn: Connection, path: str) -> bool:
+    """One poll or long poll on ``conn``: deliver its events, move the cursor; False if the server closes."""
+    target = path if client.cursor is None else f"{path}?after={client.cursor}"
+    response = await conn.request("GET", target, ctx.plan.profile.fetch_headers(ctx.plan.hostport))
+    received_ns = time.time_ns()
+    if response.status == 410:
+        # The resume point left the history: the events in between are lost (never delivered), resume after.
+        ctx.stale_resumes += 1
+        ctx.count_error(ClientError(ErrorKind.HTTP_STATUS, f"410 Gone for {target}"))
+        client.cursor = stale_resume_point(response.body)
+    elif response.status != 200:
+        raise ClientError(ErrorKind.HTTP_STATUS, f"{response.status} for GET {target}")
+    else:
+        cursor, events = parse_poll_body(response.body)
+        for seq, ts, start, length in events:
+            conn.add_down_payload(response.body_offset + start, length)
+            ctx.deliver(client, seq, ts, received_ns)
+        client.cursor = cursor
+    client.attempt = 0
+    return response.keep_alive
+
+
+async def fetch_retrying(ctx: ClientContext, client: ClientState, conn: Connection, path: str) -> Connection | None:
+    """``fetch`` on ``conn``, once more on a new connection if the server had closed it; the connection to
+    keep using, or None when the server said it closes."""
+    try:
+        keep = await fetch(ctx, client, conn, path)
+    except ConnectionReused:
+        ctx.requests_retried += 1
+        conn.abort()
+        conn = await ctx.connect(client)
+        keep = await fetch(ctx, client, conn, path)
+    if keep:
+        return conn
+    await conn.wait_eof(0.5)
+    await conn.close()
+    return None
+
+
+async def run_feed(ctx: ClientContext, client: ClientState) -> None:
+    """Poll at ``anchor + phase + k * interval`` (open model: a slow poll skips the ticks it missed)."""
+    plan = ctx.plan
+    interval = round(plan.poll_interval_s * NS_PER_S)
+    phase = phase_ns(plan.seed, client.index, interval)
+    due = next_due_ns(plan.anchor_ns, phase, interval, time.time_ns())
+    conn: Connection | None = None
+    try:
+        while await ctx.sleep_until(due):
+            try:
+                conn = await ctx.reuse_or_connect(client, conn)
+                conn = await fetch_retrying(ctx, client, conn, "/poll")
+            except ClientError as exc:
+                if conn is not None:
+                    conn.abort()
+                    conn = None
+                if not await ctx.after_failure(client, exc):
+                    break
+            due = next_due_ns(plan.anchor_ns, phase, interval, max(time.time_ns(), due + 1))
+    finally:
+        if conn is not None:
+            conn.abort()

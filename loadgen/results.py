@@ -1,0 +1,448 @@
+"""The results folder of a run (docs/results-format.md): written under a temporary name, renamed when complete.
+
+A folder is complete if and only if ``run.json`` exists in it and its name does not start with ``.``;
+``run.json`` is written last, then the folder is renamed, then ``results/latest`` is repointed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loadgen.conn import ERROR_KINDS
+from loadgen.headers import HeaderProfile, header_block_bytes
+from loadgen.metrics import (
+    HDR_HIGHEST_US,
+    HDR_LOWEST_US,
+    HDR_SIGNIFICANT_DIGITS,
+    cpu_percent,
+    encode_histogram,
+    merge_histograms,
+    overhead_bytes,
+    saturation_reasons,
+    summarize_latency,
+)
+from loadgen.runner import CellRun
+from loadgen.wire import TCP_TIMESTAMP_OPTION_BYTES, tcpip_header_bytes
+
+FORMAT_VERSION = 1
+ROOT = Path(__file__).resolve().parent.parent
+
+SUMMARY_COLUMNS = [
+    "cell_id", "repeat", "status", "transport", "scenario", "clients", "rate_hz", "payload_bytes", "burst",
+    "header_profile", "request_header_bytes", "poll_interval_s", "keepalive", "ws_compress", "duration_s",
+    "events_published", "messages_expected", "messages_received", "messages_lost", "messages_duplicated",
+    "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms",
+    "bytes_down_tcp", "bytes_up_tcp", "bytes_down_payload", "bytes_up_payload", "bytes_down_overhead",
+    "bytes_up_overhead", "tcp_segments", "tcp_segments_down", "tcp_segments_up", "bytes_tcpip_headers",
+    "connections_opened", "connections_peak", "time_wait_end", "server_cpu_s", "server_rss_bytes",
+    "loadgen_cpu_pct", "loop_lag_p99_ms", "saturated", "errors", "errors_connect", "errors_timeout",
+    "errors_http_status", "errors_protocol", "errors_disconnect", "late_ticks", "window_start_ns",
+    "window_end_ns",
+    # Beyond the required columns:
+    "workers", "send_interval_s", "cookie_bytes", "events_published_server", "server_deliveries",
+    "server_connections_accepted", "connections_peak_clients", "stale_resumes", "reconnects", "requests_retried",
+    "tcp_timestamps",
+]  # fmt: skip
+
+CONNECTION_COLUMNS = [
+    "cell_id", "repeat", "worker", "client", "conn_seq", "opened_ns", "closed_ns", "bytes_down_tcp",
+    "bytes_up_tcp", "segs_in", "segs_out", "bytes_down_payload", "bytes_up_payload",
+]  # fmt: skip
+
+
+class OutputError(Exception):
+    """The output folder cannot be written."""
+
+
+def cell_id(index: int, repeat: int) -> str:
+    return f"c{index:03d}-r{repeat}"
+
+
+def request_header_bytes(profile: HeaderProfile, transport: str, scenario: str, hostport: str) -> int:
+    """Bytes of header lines on each request of a cell (the WebSocket handshake for ws)."""
+    if transport == "ws":
+        return header_block_bytes(profile.websocket_headers(hostport, "x" * 24, offer_deflate=False))
+    if scenario == "echo":
+        return header_block_bytes(profile.post_headers(hostport, "application/json", 0))
+    return header_block_bytes(profile.fetch_headers(hostport))
+
+
+@dataclass
+class CellSummary:
+    row: dict[str, Any]
+    histogram: str
+    connections: list[dict[str, Any]]
+    meta: dict[str, Any]
+    saturation: list[str] = field(default_factory=list)
+
+
+def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
+    """Merge a cell's worker results into its summary.csv row, histogram and connection records."""
+    cell, load, feed, server = run.cell, run.cell.load, run.cell.feed, run.cell.server
+    cid = cell_id(cell.index, run.repeat)
+    plan = run.plan
+    results = run.results
+    histogram = merge_histograms(r.latency_encoded for r in results if r.latency_encoded)
+    count = sum(r.latency_count for r in results)
+    latency = summarize_latency(
+        histogram, count, sum(r.latency_sum_ns for r in results), max((r.latency_max_ns for r in results), default=0)
+    )
+    records = [(r.worker, rec) for r in results for rec in r.records]
+    down_tcp = sum(rec.bytes_down_tcp for _, rec in records)
+    up_tcp = sum(rec.bytes_up_tcp for _, rec in records)
+    down_payload = sum(rec.bytes_down_payload for _, rec in records)
+    up_payload = sum(rec.bytes_up_payload for _, rec in records)
+    segs_down = sum(rec.segs_in for _, rec in records)
+    segs_up = sum(rec.segs_out for _, rec in records)
+    timestamps = all(rec.timestamps for _, rec in records) if records else True
+    option_bytes = TCP_TIMESTAMP_OPTION_BYTES if timestamps else 0
+    errors = {k: sum(r.errors.get(k, 0) for r in results) for k in ERROR_KINDS}
+    cpu_pcts = [cpu_percent(r.cpu_s, r.wall_s) for r in results if r.wall_s > 0]
+    lag_p99s = [
+        merge_histograms([r.lag_encoded]).get_value_at_percentile(99) / 1000.0 for r in results if r.lag_encoded
+    ]
+    busiest_cpu = max(cpu_pcts, default=float("nan"))
+    worst_lag = max(lag_p99s, default=float("nan"))
+    reasons = saturation_reasons(busiest_cpu, worst_lag) if cpu_pcts else []
+    if reasons:
+        run.warnings.append("saturated: " + "; ".join(reasons) + " (this cell measured the client)")
+    s0, s1 = run.stats_start or {}, run.stats_end or {}
+
+    def delta(key: str) -> Any:
+        return s1[key] - s0[key] if key in s0 and key in s1 else None
+
+    cpu_s = None
+    if s0 and s1:
+        cpu_s = (s1["cpu_user_s"] + s1["cpu_system_s"]) - (s0["cpu_user_s"] + s0["cpu_system_s"])
+    deliveries = None
+    if s0 and s1:
+        key = "echoes" if load["scenario"] == "echo" else "deliveries"
+        sub = ("ws" if load["transport"] == "ws" else "http") if key == "echoes" else load["transport"]
+        deliveries = s1[key][sub] - s0[key][sub]
+    duration_s = (plan.window_end_ns - plan.window_start_ns) / 1e9 if plan else float("nan")
+    events_published = (plan.seq_last - plan.seq_first + 1) if plan and load["scenario"] == "feed" else 0
+    if load["scenario"] == "echo":
+        events_published = sum(r.messages_expected for r in results)
+    expected = sum(r.messages_expected for r in results)
+    received = sum(r.messages_received for r in results)
+    lost = sum(r.messages_lost for r in results)
+    missing_clients = load["clients"] - sum(r.clients for r in results)
+    if missing_clients > 0 and plan is not None:
+        # A worker that returned nothing: its clients' messages count as lost, never hidden.
+        per_client = events_published if load["scenario"] == "feed" else 0
+        expected += missing_clients * per_client
+        lost += missing_clients * per_client
+    if lost and run.status == "ok":
+        run.warnings.append(f"{lost} of {expected} messages were not received")
+    hostport = f"{plan.host}:{plan.port}" if plan else "127.0.0.1:0"
+    row: dict[str, Any] = {
+        "cell_id": cid,
+        "repeat": run.repeat,
+        "status": run.status,
+        "transport": load["transport"],
+        "scenario": load["scenario"],
+        "clients": load["clients"],
+        "rate_hz": feed["rate_hz"],
+        "payload_bytes": feed["payload_bytes"],
+        "burst": feed["burst"],
+        "header_profile": load["header_profile"],
+        "request_header_bytes": request_header_bytes(profile, load["transport"], load["scenario"], hostport),
+        "poll_interval_s": load["poll_interval_s"],
+        "keepalive": server["keepalive"],
+        "ws_compress": server["ws_compress"],
+        "duration_s": duration_s,
+        "events_published": events_published,
+        "messages_expected": expected,
+        "messages_received": received,
+        "messages_lost": lost,
+        "messages_duplicated": sum(r.messages_duplicated for r in results),
+        "latency_mean_ms": latency.mean_ms,
+        "latency_p50_ms": latency.p50_ms,
+        "latency_p90_ms": latency.p90_ms,
+        "latency_p99_ms": latency.p99_ms,
+        "latency_max_ms": latency.max_ms,
+        "bytes_down_tcp": down_tcp,
+        "bytes_up_tcp": up_tcp,
+        "bytes_down_payload": down_payload,
+        "bytes_up_payload": up_payload,
+        "bytes_down_overhead": overhead_bytes(down_tcp, down_payload),
+        "bytes_up_overhead": overhead_bytes(up_tcp, up_payload),
+        "tcp_segments": segs_down + segs_up,
+        "tcp_segments_down": segs_down,
+        "tcp_segments_up": segs_up,
+        "bytes_tcpip_headers": tcpip_header_bytes(segs_down + segs_up, tcp_option_bytes=option_bytes),
+        "connections_opened": sum(r.connections_opened for r in results),
+        # The server's peak of open TCP connections, less the load generator's one /stats connection.
+        "connections_peak": s1["connections_peak"] - 1 if "connections_peak" in s1 else None,
+        "time_wait_end": run.time_wait_end,
+        "server_cpu_s": cpu_s,
+        "server_rss_bytes": s1.get("rss_bytes"),
+        "loadgen_cpu_pct": busiest_cpu,
+        "loop_lag_p99_ms": worst_lag,
+        "saturated": bool(reasons),
+        "errors": sum(errors.values()),
+        **{f"errors_{k}": v for k, v in errors.items()},
+        "late_ticks": delta("late_ticks"),
+        "window_start_ns": plan.window_start_ns if plan else None,
+        "window_end_ns": plan.window_end_ns if plan else None,
+        "workers": load["workers"],
+        "send_interval_s": load["send_interval_s"],
+        "cookie_bytes": load["cookie_bytes"] if load["header_profile"] == "browser" else 0,
+        "events_published_server": delta("events_published"),
+        "server_deliveries": deliveries,
+        "server_connections_accepted": delta("connections_accepted"),
+        "connections_peak_clients": sum(r.connections_peak for r in results),
+        "stale_resumes": sum(r.stale_resumes for r in results),
+        "reconnects": sum(r.reconnects for r in results),
+        "requests_retried": sum(r.requests_retried for r in results),
+        "tcp_timestamps": timestamps,
+    }
+    connections = [
+        {
+            "cell_id": cid,
+            "repeat": run.repeat,
+            "worker": worker,
+            "client": rec.client,
+            "conn_seq": rec.conn_seq,
+            "opened_ns": rec.opened_ns,
+            "closed_ns": rec.closed_ns,
+            "bytes_down_tcp": rec.bytes_down_tcp,
+            "bytes_up_tcp": rec.bytes_up_tcp,
+            "segs_in": rec.segs_in,
+            "segs_out": rec.segs_out,
+            "bytes_down_payload": rec.bytes_down_payload,
+            "bytes_up_payload": rec.bytes_up_payload,
+        }
+        for worker, rec in records
+    ]
+    meta = {
+        "cell_id": cid,
+        "index": cell.index,
+        "repeat": run.repeat,
+        "varied": cell.varied,
+        "feed": feed,
+        "server": server,
+        "load": load,
+        "status": run.status,
+        "window_start_ns": row["window_start_ns"],
+        "window_end_ns": row["window_end_ns"],
+        "errors": errors,
+        "warnings": run.warnings,
+        "error_samples": [s for r in results for s in r.error_samples][:20],
+        "worker_loops": sorted({r.loop for r in results}),
+        "server_exit": run.server_exit,
+        "latency_out_of_range": sum(r.latency_out_of_range for r in results),
+    }
+    return CellSummary(row, encode_histogram(histogram), connections, meta, reasons)
+
+
+# --- the run folder ------------------------------------------------------------------------------------
+
+
+def utc_stamp(t: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class RunFolder:
+    """``<out>/.tmp-<stamp>-<name>-<pid>`` while running; ``<out>/<stamp>-<name>`` once finished."""
+
+    def __init__(self, out: Path, config_name: str) -> None:
+        self.out = out
+        self.stamp = utc_stamp()
+        self.name = f"{self.stamp}-{config_name}"
+        self.tmp = out / f".tmp-{self.name}-{os.getpid()}"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir()
+            probe = self.tmp / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.tmp.rmdir()
+            raise OutputError(f"{out}: cannot write results there: {exc.strerror or exc}") from None
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def finish(self) -> Path:
+        """Rename to the final name (never over an existing folder) and point ``latest`` at it."""
+        final = self.out / self.name
+        n = 1
+        while True:
+            try:
+                if final.exists():
+                    raise FileExistsError
+                os.rename(self.tmp, final)
+                break
+            except (FileExistsError, OSError) as exc:
+                if not isinstance(exc, FileExistsError) and not final.exists():
+                    raise
+                n += 1
+                final = self.out / f"{self.name}-{n}"
+        link = self.out / "latest"
+        tmp_link = self.out / f".latest-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp_link.unlink()
+        tmp_link.symlink_to(final.name)
+        os.replace(tmp_link, link)
+        return final
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_summary_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(row.get(k)) for k in SUMMARY_COLUMNS})
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def write_histograms(path: Path, summaries: list[CellSummary]) -> None:
+    table = pa.table(
+        {
+            "cell_id": pa.array([s.row["cell_id"] for s in summaries], pa.string()),
+            "repeat": pa.array([s.row["repeat"] for s in summaries], pa.int64()),
+            "kind": pa.array(["latency"] * len(summaries), pa.string()),
+            "unit": pa.array(["us"] * len(summaries), pa.string()),
+            "lowest": pa.array([HDR_LOWEST_US] * len(summaries), pa.int64()),
+            "highest": pa.array([HDR_HIGHEST_US] * len(summaries), pa.int64()),
+            "significant_digits": pa.array([HDR_SIGNIFICANT_DIGITS] * len(summaries), pa.int64()),
+            "encoded": pa.array([s.histogram for s in summaries], pa.string()),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def write_connections(path: Path, summaries: list[CellSummary]) -> None:
+    rows = [c for s in summaries for c in s.connections]
+    types = {"cell_id": pa.string(), "closed_ns": pa.int64()}
+    table = pa.table({col: pa.array([r[col] for r in rows], types.get(col, pa.int64())) for col in CONNECTION_COLUMNS})
+    pq.write_table(table, path)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "kernel": platform.release(),
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "tcp_timestamps_sysctl": _read_sysctl("/proc/sys/net/ipv4/tcp_timestamps"),
+    }
+
+
+def _read_sysctl(path: str) -> str | None:
+    with contextlib.suppress(OSError):
+        return Path(path).read_text().strip()
+    return None
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("pushbench", "aiohttp", "uvloop", "hdrhistogram", "psutil", "pyarrow", "pandas", "rich"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, bool(dirty)
+
+
+def write_run(
+    folder: RunFolder,
+    *,
+    config_source: str,
+    overrides: list[str],
+    config: dict[str, Any],
+    profiles: dict[str, dict[str, Any]],
+    summaries: list[CellSummary],
+    started: float,
+    ended: float,
+) -> Path:
+    """Write every file, run.json last, and rename the folder into place."""
+    write_summary_csv(folder.tmp / "summary.csv", [s.row for s in summaries])
+    write_histograms(folder.tmp / "histograms.parquet", summaries)
+    write_connections(folder.tmp / "connections.parquet", summaries)
+    commit, dirty = git_state()
+    run = {
+        "format_version": FORMAT_VERSION,
+        "tool": "pushbench",
+        "config_source": config_source,
+        "overrides": overrides,
+        "config": config,
+        "machine": machine_info(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "started_at": iso(started),
+        "ended_at": iso(ended),
+        "header_profiles": profiles,
+        "cells": [_json_safe(s.meta) for s in summaries],
+    }
+    tmp = folder.tmp / "run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=2, default=str) + "\n")
+    os.replace(tmp, folder.tmp / "run.json")
+    return folder.finish()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return _clean(value)

@@ -1,0 +1,370 @@
+"""Run one cell: a fresh server process, the worker processes, the window, and everything they measured.
+
+Order: start ``python -m servers`` with the cell's [feed]/[server] values, wait until it answers, read one
+published event to learn the feed's tick phase, start the workers, give them an absolute timeline (ramp-up,
+warm-up, window aligned half a tick between publications, drain), read the server's /stats at window start
+and end, then stop workers and server: always, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import multiprocessing as mp
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
+from pathlib import Path
+from typing import Any
+
+from loadgen.client import Plan
+from loadgen.headers import HeaderProfile
+from loadgen.metrics import align_window, period_ns, window_seq_range
+from loadgen.worker import WorkerResult, assign_clients, worker_process
+from pushbench.config import Cell
+
+ROOT = Path(__file__).resolve().parent.parent
+NS_PER_S = 1_000_000_000
+SERVER_START_TIMEOUT_S = 20.0
+WORKER_READY_TIMEOUT_S = 30.0
+SETUP_LEAD_S = 0.3  # between sending the plan and the first client connecting
+DRAIN_S = 1.0  # after the window: events published at its end still arrive
+TCP_STATE_TIME_WAIT = "06"
+
+Tick = Callable[[], None]
+
+
+class CellFailed(Exception):
+    """The cell could not be run at all (the server did not start, workers did not come up)."""
+
+
+def toml_value(value: Any) -> str:
+    """A Python config value as a TOML value for ``--set section.key=VALUE``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot express {value!r} in TOML")
+
+
+def server_args(cell: Cell) -> list[str]:
+    """``--set`` arguments that give a server exactly the cell's [feed] and [server] sections."""
+    args = []
+    for section in ("feed", "server"):
+        for key, value in getattr(cell, section).items():
+            args += ["--set", f"{section}.{key}={toml_value(value)}"]
+    return args
+
+
+def count_time_wait(proc_net_tcp_lines: list[str], port: int) -> int:
+    """Sockets in TIME_WAIT whose local or remote port is ``port``, from /proc/net/tcp{,6} lines."""
+    count = 0
+    for line in proc_net_tcp_lines:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != TCP_STATE_TIME_WAIT:
+            continue
+        try:
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        except (IndexError, ValueError):
+            continue
+        if port in (local_port, remote_port):
+            count += 1
+    return count
+
+
+def time_wait_sockets(port: int) -> int:
+    lines: list[str] = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            lines += Path(name).read_text().splitlines()[1:]
+    return count_time_wait(lines, port)
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    _http: http.client.HTTPConnection | None = None
+
+    def get_json(self, path: str, timeout_s: float = 2.0) -> Any:
+        """GET on one kept-alive connection: the load generator's own probes add one connection, not one each
+        (and no TIME_WAIT sockets of their own)."""
+        for attempt in (1, 2):
+            if self._http is None:
+                self._http = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+            try:
+                self._http.request("GET", path)
+                response = self._http.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    raise ValueError(f"{response.status} for {path}")
+                return json.loads(body)
+            except (OSError, http.client.HTTPException):
+                self.close_probe()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close_probe(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def stats(self) -> dict[str, Any] | None:
+        try:
+            data = self.get_json("/stats")
+        except (OSError, ValueError, http.client.HTTPException):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def log_tail(self, lines: int = 5) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 10 s; the exit status."""
+        self.close_probe()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def start_server(cell: Cell, log_dir: Path) -> ServerProcess:
+    """``python -m servers`` with the cell's values; waits for ``serving http://HOST:PORT`` and for /stats."""
+    log_path = log_dir / f"server-{os.getpid()}-{cell.index}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servers", *server_args(cell)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,  # Ctrl-C reaches the load generator, which stops the server itself
+    )
+    log.close()
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], SERVER_START_TIMEOUT_S)
+    line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    if not line.startswith("serving http://"):
+        proc.kill()
+        proc.wait()
+        err = log_path.read_text(errors="replace").strip()[-500:]
+        raise CellFailed(f"server did not start (first line {line!r}): {err}")
+    hostport = line.removeprefix("serving http://")
+    host, port = hostport.rsplit(":", 1)
+    server = ServerProcess(proc, host.strip("[]"), int(port), log_path)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while server.stats() is None:
+        if time.monotonic() > deadline or not server.alive():
+            server.stop()
+            raise CellFailed(f"server at {server.url} does not answer /stats: {server.log_tail()}")
+        time.sleep(0.05)
+    return server
+
+
+def reference_event(server: ServerProcess) -> tuple[int, int]:
+    """(seq, ts) of one published event: fixes the phase of the feed's tick schedule."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        latest = int(server.get_json("/poll")["cursor"])
+        if latest >= 1:
+            events = server.get_json(f"/poll?after={latest - 1}")["events"]
+            if events:
+                return int(events[-1]["seq"]), int(events[-1]["ts"])
+        time.sleep(0.02)
+    raise CellFailed("the server published no event")
+
+
+def drain_s(load: dict[str, Any]) -> float:
+    """How long clients keep receiving after the window so events published at its end still arrive."""
+    if load["scenario"] == "feed" and load["transport"] == "poll":
+        return DRAIN_S + load["poll_interval_s"]
+    if load["scenario"] == "echo":
+        return DRAIN_S + min(load["send_interval_s"], 5.0)
+    return DRAIN_S
+
+
+def cell_seconds(cell: Cell) -> float:
+    """Rough wall time of one cell, for the progress bar's ETA."""
+    load = cell.load
+    return 1.5 + SETUP_LEAD_S + load["ramp_up_s"] + load["warmup_s"] + load["duration_s"] + drain_s(load)
+
+
+@dataclass
+class CellRun:
+    """Everything one run of a cell produced, before it is written."""
+
+    cell: Cell
+    repeat: int
+    status: str = "ok"
+    warnings: list[str] = field(default_factory=list)
+    results: list[WorkerResult] = field(default_factory=list)
+    plan: Plan | None = None
+    stats_start: dict[str, Any] | None = None
+    stats_end: dict[str, Any] | None = None
+    time_wait_end: int | None = None
+    server_port: int | None = None
+    server_exit: int | None = None
+
+    def fail(self, message: str, status: str = "incomplete") -> None:
+        if self.status != "failed":
+            self.status = status
+        self.warnings.append(message)
+
+
+def _wait_until(wall_ns: int, tick: Tick, server: ServerProcess | None = None) -> bool:
+    """Sleep until ``wall_ns``, ticking the progress bar; False as soon as the server has died."""
+    while True:
+        if server is not None and not server.alive():
+            return False
+        remaining = (wall_ns - time.time_ns()) / NS_PER_S
+        if remaining <= 0:
+            return True
+        tick()
+        time.sleep(min(0.1, remaining))
+
+
+def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tick: Tick) -> CellRun:
+    """Run one cell once; see the module docstring. Never raises for a failure of the cell itself."""
+    run = CellRun(cell, repeat)
+    load, feed = cell.load, cell.feed
+    server: ServerProcess | None = None
+    ctx = mp.get_context("spawn")
+    workers: list[tuple[Any, Pipe]] = []
+    try:
+        server = start_server(cell, log_dir)
+        run.server_port = server.port
+        shares = assign_clients(load["clients"], load["workers"])
+        for w, indices in enumerate(shares):
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_process, args=(w, indices, load["uvloop"], child_end), name=f"loadgen-worker-{w}"
+            )
+            proc.daemon = True
+            proc.start()
+            child_end.close()
+            workers.append((proc, parent_end))
+        loops = set()
+        for proc, pipe in workers:
+            if not pipe.poll(WORKER_READY_TIMEOUT_S):
+                raise CellFailed(f"worker {proc.name} did not start within {WORKER_READY_TIMEOUT_S}s")
+            loops.add(pipe.recv()[1])
+        ref_seq, ref_ts = reference_event(server)
+        tick_ns = period_ns(feed["rate_hz"])
+        anchor = time.time_ns() + int(SETUP_LEAD_S * NS_PER_S)
+        not_before = anchor + int((load["ramp_up_s"] + load["warmup_s"]) * NS_PER_S)
+        start, end = align_window(ref_ts, tick_ns, not_before, int(load["duration_s"] * NS_PER_S))
+        seq_first, seq_last = window_seq_range(ref_seq, ref_ts, tick_ns, feed["burst"], start, end)
+        plan = Plan(
+            host=server.host,
+            port=server.port,
+            transport=load["transport"],
+            scenario=load["scenario"],
+            clients=load["clients"],
+            poll_interval_s=load["poll_interval_s"],
+            send_interval_s=load["send_interval_s"],
+            longpoll_timeout_s=cell.server["longpoll_timeout_s"],
+            payload_bytes=feed["payload_bytes"],
+            seed=load["seed"] + 1000 * (repeat - 1),
+            ws_compress=cell.server["ws_compress"],
+            ramp_up_s=load["ramp_up_s"],
+            profile=profile,
+            anchor_ns=anchor,
+            window_start_ns=start,
+            window_end_ns=end,
+            stop_ns=end + int(drain_s(load) * NS_PER_S),
+            seq_first=seq_first,
+            seq_last=seq_last,
+        )
+        run.plan = plan
+        for _, pipe in workers:
+            pipe.send(("plan", plan))
+        if _wait_until(start, tick, server):
+            run.stats_start = server.stats()
+        if _wait_until(end, tick, server):
+            run.stats_end = server.stats()
+            run.time_wait_end = time_wait_sockets(server.port)
+        if not server.alive():
+            run.fail(f"server exited with status {server.proc.returncode} during the cell: {server.log_tail()}")
+        elif run.stats_start is None or run.stats_end is None:
+            run.fail("could not read the server's /stats at window start or end")
+        _wait_until(plan.stop_ns, tick)
+        deadline = time.monotonic() + 15.0
+        for proc, pipe in workers:
+            result = None
+            while time.monotonic() < deadline and result is None:
+                tick()
+                if pipe.poll(0.1):
+                    try:
+                        kind, payload = pipe.recv()
+                    except EOFError:
+                        break
+                    result = payload if kind == "result" else None
+                elif not proc.is_alive():
+                    break
+            if result is None:
+                run.fail(f"{proc.name} returned no result (exit code {proc.exitcode})")
+            elif result.failure:
+                run.fail(f"{proc.name} failed: {result.failure.strip().splitlines()[-1]}")
+                run.results.append(result)
+            else:
+                run.results.append(result)
+        if not run.results:
+            run.status = "failed"
+        if "asyncio" in loops and load["uvloop"]:
+            run.warnings.append("uvloop is not installed: workers ran on the default asyncio loop")
+    except CellFailed as exc:
+        run.fail(str(exc), status="failed")
+    finally:
+        for proc, pipe in workers:
+            with contextlib.suppress(OSError):
+                pipe.close()
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        if server is not None:
+            run.server_exit = server.stop()
+            with contextlib.suppress(OSError):
+                server.log_path.unlink()
+    return run
+
+
+def log_dir() -> Path:
+    return Path(tempfile.gettempdir())

@@ -1,0 +1,129 @@
+"""Server-Sent Events: one ``GET /sse`` stream per client; reconnects resume with ``Last-Event-ID``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from loadgen.client import ClientContext, ClientState, event_fields, stale_resume_point
+from loadgen.conn import ClientError, Connection, ErrorKind
+
+TRANSPORT = "sse"
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    event_id: str | None
+    data: bytes
+    data_offset: int  # stream offset of the first data byte
+
+
+class SseParser:
+    """Incremental ``text/event-stream`` parser (single ``data:`` line per event, as pushbench's server sends).
+
+    ``feed(chunk, offset)`` takes de-chunked bytes and the stream offset of their first byte. A line split
+    across HTTP chunks is placed as if contiguous from where it started (the chunk framing in between
+    shifts it by a few bytes; aiohttp writes each record as one chunk, so this does not happen in practice).
+    """
+
+    def __init__(self) -> None:
+        self._line = b""
+        self._line_offset = 0
+        self._id: str | None = None
+        self._data: bytes | None = None
+        self._data_offset = 0
+        self.comments = 0
+
+    def feed(self, chunk: bytes, offset: int) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        pos = 0
+        while True:
+            nl = chunk.find(b"\n", pos)
+            if nl < 0:
+                if not self._line:
+                    self._line_offset = offset + pos
+                self._line += chunk[pos:]
+                return events
+            if self._line:
+                line, line_offset = self._line + chunk[pos:nl], self._line_offset
+                self._line = b""
+            else:
+                line, line_offset = chunk[pos:nl], offset + pos
+            event = self._line_done(line.removesuffix(b"\r"), line_offset)
+            if event is not None:
+                events.append(event)
+            pos = nl + 1
+
+    def _line_done(self, line: bytes, line_offset: int) -> SseEvent | None:
+        if not line:
+            if self._data is None:
+                return None
+            event = SseEvent(self._id, self._data, self._data_offset)
+            self._data = None
+            return event
+        if line.startswith(b":"):
+            self.comments += 1
+            return None
+        name, _, value = line.partition(b":")
+        skip = len(name) + 1
+        if value.startswith(b" "):
+            value, skip = value[1:], skip + 1
+        if name == b"id":
+            self._id = value.decode("utf-8", "replace")
+        elif name == b"data":
+            self._data = value
+            self._data_offset = line_offset + skip
+        return None
+
+
+async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> None:
+    """Open the stream and deliver events until it ends (a ClientError says why)."""
+    headers = ctx.plan.profile.fetch_headers(ctx.plan.hostport)
+    if client.cursor is not None:
+        headers.append(("Last-Event-ID", str(client.cursor)))
+    conn.write(b"GET /sse HTTP/1.1\r\n" + b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in headers) + b"\r\n")
+    await conn.drain()
+    status, resp_headers = await conn.read_head()
+    if status == 410:
+        ctx.stale_resumes += 1
+        body = b""
+        if "content-length" in resp_headers:
+            _, body = await conn.read_exactly(int(resp_headers["content-length"]), "410 body")
+        client.cursor = stale_resume_point(body)
+        raise ClientError(ErrorKind.HTTP_STATUS, "410 Gone for /sse (resume point left the history)")
+    if status != 200:
+        raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for GET /sse")
+    if "chunked" not in resp_headers.get("transfer-encoding", "").lower():
+        raise ClientError(ErrorKind.PROTOCOL, "SSE response is not chunked")
+    client.attempt = 0
+    parser = SseParser()
+    # Heartbeats arrive every sse_heartbeat_s at most, so silence is not an error: wait until stopped.
+    conn.timeout_s = 3600.0
+    while True:
+        offset, data = await conn.read_chunk()
+        if not data:
+            raise ClientError(ErrorKind.DISCONNECT, "SSE stream ended")
+        received_ns = time.time_ns()
+        for event in parser.feed(data, offset):
+            seq, ts = event_fields(event.data)
+            conn.add_down_payload(event.data_offset, len(event.data))
+            ctx.deliver(client, seq, ts, received_ns)
+            client.cursor = seq
+
+
+async def run_feed(ctx: ClientContext, client: ClientState) -> None:
+    conn: Connection | None = None
+    try:
+        while not ctx.stop.is_set():
+            try:
+                conn = await ctx.connect(client)
+                await stream(ctx, client, conn)
+            except ClientError as exc:
+                if conn is not None:
+                    conn.abort()
+                    conn = None
+                if not await ctx.after_failure(client, exc):
+                    break
+    finally:
+        if conn is not None:
+            conn.abort()

@@ -1,0 +1,188 @@
+"""One client process: its own event loop (uvloop when installed and wanted) running a share of the clients.
+
+The parent starts a worker, waits for ``ready``, sends the cell's ``Plan`` (absolute wall-clock times), and
+reads back one ``WorkerResult``. Every wait inside is bounded by the plan's stop time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+import psutil
+
+from loadgen import echo, longpoll, poll, sse, ws
+from loadgen.client import ClientContext, ClientState, Plan
+from loadgen.conn import ERROR_KINDS, ConnRecord, Phase
+from loadgen.echo import echo_due
+from loadgen.metrics import SeqTracker, due_index_range, encode_histogram, new_histogram
+
+NS_PER_S = 1_000_000_000
+LAG_PROBE_INTERVAL_S = 0.01
+STOP_GRACE_S = 1.0
+
+ClientMain = Callable[[ClientContext, ClientState], Awaitable[None]]
+FEED_CLIENTS: dict[str, ClientMain] = {
+    "poll": poll.run_feed,
+    "longpoll": longpoll.run_feed,
+    "sse": sse.run_feed,
+    "ws": ws.run_feed,
+}
+
+
+def client_main(transport: str, scenario: str) -> ClientMain:
+    """The client coroutine of a transport and scenario (echo: WebSocket frames, or POST /echo over HTTP)."""
+    if scenario == "echo":
+        return ws.run_echo if transport == "ws" else echo.run_echo
+    return FEED_CLIENTS[transport]
+
+
+def assign_clients(clients: int, workers: int) -> list[list[int]]:
+    """Client indices of each worker, round-robin (worker w gets w, w + workers, ...)."""
+    return [list(range(w, clients, workers)) for w in range(min(workers, clients))]
+
+
+@dataclass
+class WorkerResult:
+    worker: int
+    clients: int
+    loop: str
+    latency_encoded: str = ""
+    latency_count: int = 0
+    latency_sum_ns: int = 0
+    latency_max_ns: int = 0
+    latency_out_of_range: int = 0
+    messages_expected: int = 0
+    messages_received: int = 0
+    messages_lost: int = 0
+    messages_duplicated: int = 0
+    records: list[ConnRecord] = field(default_factory=list)
+    connections_opened: int = 0
+    connections_peak: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    lag_encoded: str = ""
+    stale_resumes: int = 0
+    reconnects: int = 0
+    requests_retried: int = 0
+    counter_errors: int = 0
+    failure: str | None = None
+
+
+def tracker_for(plan: Plan, client: int) -> SeqTracker:
+    """The seqs a client should receive inside the window: feed events, or its own echo messages."""
+    if plan.scenario == "echo":
+        phase, interval = echo_due(plan, client)
+        first_k, last_k = due_index_range(plan.anchor_ns, phase, interval, plan.window_start_ns, plan.window_end_ns)
+        return SeqTracker(first_k + 1, last_k + 1)
+    return SeqTracker(plan.seq_first, plan.seq_last)
+
+
+async def _lag_probe(ctx: ClientContext, histogram: Any) -> None:
+    """How late a periodic timer wakes: the loop's responsiveness (recorded inside the window only)."""
+    due = time.monotonic() + LAG_PROBE_INTERVAL_S
+    while True:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        now = time.monotonic()
+        if ctx.book.phase is Phase.IN:
+            histogram.record_value(max(1, min(60_000_000, int((now - due) * 1e6))))
+        due += LAG_PROBE_INTERVAL_S
+        if due < now:
+            due = now + LAG_PROBE_INTERVAL_S
+
+
+async def run_worker(worker: int, indices: list[int], plan: Plan, loop_name: str) -> WorkerResult:
+    ctx = ClientContext(plan)
+    states = [ClientState(i, random.Random(plan.seed * 7919 + i), tracker_for(plan, i)) for i in indices]
+    main = client_main(plan.transport, plan.scenario)
+    lag = new_histogram()
+    process = psutil.Process()
+    result = WorkerResult(worker, len(indices), loop_name)
+
+    async def start_client(state: ClientState) -> None:
+        offset_ns = round(plan.ramp_up_s * NS_PER_S * state.index / max(1, plan.clients))
+        if await ctx.sleep_until(plan.anchor_ns + offset_ns):
+            await main(ctx, state)
+
+    async def window() -> None:
+        await asyncio.sleep(max(0.0, (plan.window_start_ns - time.time_ns()) / NS_PER_S))
+        ctx.book.start()
+        cpu0 = sum(process.cpu_times()[:2])
+        wall0 = time.monotonic()
+        await asyncio.sleep(max(0.0, (plan.window_end_ns - time.time_ns()) / NS_PER_S))
+        ctx.book.end()
+        result.cpu_s = sum(process.cpu_times()[:2]) - cpu0
+        result.wall_s = time.monotonic() - wall0
+
+    tasks = [asyncio.create_task(start_client(s)) for s in states]
+    probe = asyncio.create_task(_lag_probe(ctx, lag))
+    window_task = asyncio.create_task(window())
+    await asyncio.sleep(max(0.0, (plan.stop_ns - time.time_ns()) / NS_PER_S))
+    if not window_task.done():  # the clock jumped or the loop stalled: end the window now
+        window_task.cancel()
+        ctx.book.end()
+    ctx.stop.set()
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+    for task in (*pending, probe):
+        task.cancel()
+    await asyncio.gather(*pending, probe, return_exceptions=True)
+    for conn in list(ctx.book.open):
+        conn.abort()
+
+    for state in states:
+        tr = state.tracker
+        result.messages_expected += tr.expected
+        result.messages_received += tr.received
+        result.messages_lost += tr.lost
+        result.messages_duplicated += tr.duplicated
+    rec = ctx.latency
+    result.latency_encoded = rec.encode()
+    result.latency_count, result.latency_sum_ns, result.latency_max_ns = rec.count, rec.sum_ns, rec.max_ns
+    result.latency_out_of_range = rec.out_of_range
+    result.records = ctx.book.records
+    result.connections_opened = ctx.book.opened_in_window
+    result.connections_peak = ctx.book.concurrent_peak
+    result.errors = {k: ctx.errors.get(k, 0) for k in ERROR_KINDS}
+    result.error_samples = ctx.error_samples
+    result.lag_encoded = encode_histogram(lag)
+    result.stale_resumes = ctx.stale_resumes
+    result.reconnects = ctx.reconnects
+    result.requests_retried = ctx.requests_retried
+    result.counter_errors = ctx.book.counter_errors
+    return result
+
+
+def worker_process(worker: int, indices: list[int], use_uvloop: bool, pipe: Pipe) -> None:
+    """Entry point of a worker process (multiprocessing target)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop, also on Ctrl-C
+    loop_name = "asyncio"
+    runner: Callable[[Any], Any] = asyncio.run
+    if use_uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            runner, loop_name = uvloop.run, "uvloop"
+    pipe.send(("ready", loop_name))
+    try:
+        message = pipe.recv()
+    except EOFError:
+        return
+    if message[0] != "plan":
+        return
+    plan: Plan = message[1]
+    try:
+        result = runner(run_worker(worker, indices, plan, loop_name))
+    except BaseException:
+        result = WorkerResult(worker, len(indices), loop_name, failure=traceback.format_exc(limit=5))
+    with contextlib.suppress(BrokenPipeError, OSError):
+        pipe.send(("result", result))

@@ -1,0 +1,208 @@
+"""WebSocket: the RFC 6455 handshake on ``GET /ws``, then frames; reconnects resume with ``?after=N``.
+
+Feed: every text frame from the server is one event. Echo (``/ws?mode=echo``, no feed): each client sends a
+masked text frame every ``send_interval_s`` and the server sends it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+
+from loadgen.client import ClientContext, ClientState, event_fields, stale_resume_point
+from loadgen.conn import ClientError, Connection, ErrorKind
+from loadgen.echo import echo_message, echo_schedule
+from loadgen.headers import ws_key
+
+TRANSPORT = "ws"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+DEFLATE_TAIL = b"\x00\x00\xff\xff"
+
+
+def accept_value(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` a server must answer to ``key`` (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+
+
+def encode_frame(opcode: int, payload: bytes, mask_key: bytes | None) -> tuple[bytes, int]:
+    """One final frame; returns (frame bytes, offset of the payload in it). Client frames carry a mask key."""
+    n = len(payload)
+    head = bytearray([0x80 | opcode])
+    mask_bit = 0x80 if mask_key is not None else 0
+    if n <= 125:
+        head.append(mask_bit | n)
+    elif n <= 0xFFFF:
+        head.append(mask_bit | 126)
+        head += struct.pack("!H", n)
+    else:
+        head.append(mask_bit | 127)
+        head += struct.pack("!Q", n)
+    if mask_key is None:
+        return bytes(head) + payload, len(head)
+    head += mask_key
+    return bytes(head) + mask(payload, mask_key), len(head)
+
+
+def mask(payload: bytes, key: bytes) -> bytes:
+    """XOR with the 4-byte key (RFC 6455 §5.3); masking twice restores the payload."""
+    if not payload:
+        return b""
+    repeated = (key * (len(payload) // 4 + 1))[: len(payload)]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(len(payload), "big")
+
+
+@dataclass(frozen=True)
+class FrameHead:
+    fin: bool
+    rsv1: bool
+    opcode: int
+    masked: bool
+    length_code: int  # 0..125, or 126 / 127 meaning a 2 / 8 byte extended length follows
+
+
+def parse_frame_head(two: bytes) -> FrameHead:
+    b0, b1 = two[0], two[1]
+    return FrameHead(bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, bool(b1 & 0x80), b1 & 0x7F)
+
+
+async def read_frame(conn: Connection) -> tuple[FrameHead, int, bytes]:
+    """(head, stream offset of the payload, payload) of the next frame from the server."""
+    _, two = await conn.read_exactly(2, "frame header")
+    head = parse_frame_head(two)
+    length = head.length_code
+    if length == 126:
+        _, ext = await conn.read_exactly(2, "frame length")
+        length = struct.unpack("!H", ext)[0]
+    elif length == 127:
+        _, ext = await conn.read_exactly(8, "frame length")
+        length = struct.unpack("!Q", ext)[0]
+    key = b""
+    if head.masked:
+        _, key = await conn.read_exactly(4, "mask key")
+    offset, payload = await conn.read_exactly(length, "frame payload") if length else (conn.down_offset, b"")
+    return head, offset, (mask(payload, key) if head.masked else payload)
+
+
+def send_frame(conn: Connection, opcode: int, payload: bytes, is_payload: bool = False) -> None:
+    frame, at = encode_frame(opcode, payload, os.urandom(4))
+    conn.write(frame, [(at, len(payload))] if is_payload and payload else [])
+
+
+async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, target: str) -> bool:
+    """Upgrade ``conn``; True when permessage-deflate was negotiated."""
+    key = ws_key(os.urandom(16))
+    headers = ctx.plan.profile.websocket_headers(ctx.plan.hostport, key, offer_deflate=ctx.plan.ws_compress)
+    conn.write(
+        f"GET {target} HTTP/1.1\r\n".encode()
+        + b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in headers)
+        + b"\r\n"
+    )
+    await conn.drain()
+    status, resp = await conn.read_head()
+    if status == 410:
+        ctx.stale_resumes += 1
+        _, body = await conn.read_exactly(int(resp.get("content-length", "0")), "410 body")
+        client.cursor = stale_resume_point(body)
+        raise ClientError(ErrorKind.HTTP_STATUS, "410 Gone for /ws (resume point left the history)")
+    if status != 101:
+        raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for the WebSocket handshake on {target}")
+    if resp.get("sec-websocket-accept") != accept_value(key):
+        raise ClientError(ErrorKind.PROTOCOL, "wrong Sec-WebSocket-Accept")
+    client.attempt = 0
+    return "permessage-deflate" in resp.get("sec-websocket-extensions", "")
+
+
+async def receive(ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
+    """Deliver text frames until the connection ends (a ClientError says why)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
+    conn.timeout_s = 3600.0  # a quiet feed is not an error; the cell's stop ends the wait
+    while True:
+        head, offset, payload = await read_frame(conn)
+        received_ns = time.time_ns()
+        if head.opcode == OP_TEXT:
+            if not head.fin:
+                raise ClientError(ErrorKind.PROTOCOL, "fragmented message (pushbench's server never fragments)")
+            message = payload
+            if head.rsv1:
+                if inflater is None:
+                    raise ClientError(ErrorKind.PROTOCOL, "compressed frame without permessage-deflate")
+                message = inflater.decompress(payload + DEFLATE_TAIL)
+            seq, ts = event_fields(message)
+            conn.add_down_payload(offset, len(payload), payload_bytes=len(message))
+            ctx.deliver(client, seq, ts, received_ns)
+            if feed:
+                client.cursor = seq
+        elif head.opcode == OP_PING:
+            send_frame(conn, OP_PONG, payload)
+        elif head.opcode == OP_CLOSE:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            with contextlib.suppress(ClientError):
+                send_frame(conn, OP_CLOSE, payload[:2])
+                await conn.drain()
+            raise ClientError(ErrorKind.DISCONNECT, f"server closed the WebSocket with {code}")
+        elif head.opcode != OP_PONG:
+            raise ClientError(ErrorKind.PROTOCOL, f"unexpected opcode {head.opcode}")
+
+
+async def run_feed(ctx: ClientContext, client: ClientState) -> None:
+    conn: Connection | None = None
+    try:
+        while not ctx.stop.is_set():
+            try:
+                conn = await ctx.connect(client)
+                target = "/ws" if client.cursor is None else f"/ws?after={client.cursor}"
+                deflate = await handshake(ctx, client, conn, target)
+                await receive(ctx, client, conn, deflate, feed=True)
+            except ClientError as exc:
+                if conn is not None:
+                    conn.abort()
+                    conn = None
+                if not await ctx.after_failure(client, exc):
+                    break
+    finally:
+        if conn is not None:
+            conn.abort()
+
+
+async def _send_echoes(ctx: ClientContext, client: ClientState, conn: Connection) -> None:
+    async for seq, intended_ns in echo_schedule(ctx, client):
+        send_frame(conn, OP_TEXT, echo_message(client, seq, intended_ns, ctx.plan.payload_bytes), is_payload=True)
+        await conn.drain()
+
+
+async def run_echo(ctx: ClientContext, client: ClientState) -> None:
+    """Echo over one WebSocket: a sender on the schedule and a receiver matching replies by seq."""
+    conn: Connection | None = None
+    try:
+        while not ctx.stop.is_set():
+            sender: asyncio.Task[None] | None = None
+            try:
+                conn = await ctx.connect(client)
+                deflate = await handshake(ctx, client, conn, "/ws?mode=echo")
+                sender = asyncio.create_task(_send_echoes(ctx, client, conn))
+                receiver = asyncio.create_task(receive(ctx, client, conn, deflate, feed=False))
+                done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_EXCEPTION)
+                receiver.cancel()
+                for task in done:
+                    task.result()
+            except ClientError as exc:
+                if conn is not None:
+                    conn.abort()
+                    conn = None
+                if not await ctx.after_failure(client, exc):
+                    break
+            finally:
+                if sender is not None:
+                    sender.cancel()
+    finally:
+        if conn is not None:
+            conn.abort()
