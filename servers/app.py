@@ -60,6 +60,9 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
         response.headers[name] = value
     if not cfg["keepalive"] and not isinstance(response, web.WebSocketResponse):
         response.force_close()
+        # This hook runs after aiohttp chose its Connection header, so say it here (RFC 9112 §9.6: a server
+        # that closes after the response MUST send "close"); without it clients reuse a closing connection.
+        response.headers["Connection"] = "close"
 
 
 def _feed_ctx(app: web.Application) -> Callable[[web.Application], AsyncIterator[None]]:
