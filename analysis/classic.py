@@ -10,6 +10,7 @@ Mbps is bits / 2**20.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -97,27 +98,46 @@ def explain(cell: Mapping[str, Any]) -> str:
         f"{fmt(cell['tcpip_bytes_per_client_per_s'])} B/s of TCP/IP headers (both directions), which the "
         f"right-hand column includes."
     )
+    measured = extrapolate_mbps(float(cell["overhead_bytes_per_client_per_s"]), CLIENT_COUNTS[0])
     if t == "poll":
-        per_poll = cell["overhead_bytes_per_poll"]
+        per_poll = float(cell["overhead_bytes_per_poll"])
+        polls_per_s = 1.0 / float(cell["poll_interval_s"])
         return (
-            f"{name.capitalize()} with {profile}, one poll every {fmt(cell['poll_interval_s'])} s "
-            f"({fmt(1.0 / float(cell['poll_interval_s']))} polls/s against the reference's 1): "
-            f"≈{fmt(per_poll)} bytes of overhead per poll against the reference's {REFERENCE_POLL_HEADER_BYTES} "
-            f"(request side {fmt(up)} B/s, response side {fmt(down)} B/s per client: request line and headers, "
-            f"status line and response headers, the JSON wrapper of each answer, and answers that carried no "
-            f"event). Polls counted as clients × window / interval. {common}"
+            f"Measured {fmt(measured)} Mbps at {fmt(CLIENT_COUNTS[0])} clients against the reference's "
+            f"{fmt(REFERENCE_POLL_MBPS[0])}, {fmt(measured / REFERENCE_POLL_MBPS[0])}×: "
+            f"{fmt(polls_per_s / REFERENCE_POLLS_PER_S)}× from the poll rate (one poll every "
+            f"{fmt(cell['poll_interval_s'])} s, {fmt(polls_per_s)} polls/s against 1) times "
+            f"{fmt(per_poll / REFERENCE_POLL_HEADER_BYTES)}× from the bytes per poll (≈{fmt(per_poll)} bytes of "
+            f"overhead per poll against {REFERENCE_POLL_HEADER_BYTES}). With {profile}, the request side cost "
+            f"{fmt(up)} B/s per client (request line and headers) and the response side {fmt(down)} B/s (status "
+            f"line, response headers, the JSON wrapper of each answer, and answers that carried no event). "
+            f"Polls are counted as clients × window / interval. {common}"
         )
     if t == "ws":
-        per_frame = cell["down_overhead_per_event"]
+        per_event = float(cell["overhead_bytes_per_event"])
+        payload = float(cell["down_payload_per_event"])
+        expected = ws_frame_header_bytes(payload) if not math.isnan(payload) else math.nan
         return (
-            f"{name} delivering {fmt(events_per_client_s)} events/s per client against the reference's 1 message/s: "
-            f"{fmt(per_frame)} bytes of downstream overhead per event against the reference's "
-            f"{REFERENCE_WS_FRAME_BYTES}-byte frame header (control frames and the handshake add to it when they "
-            f"fall in the window), and {fmt(up)} B/s per client upstream (client frames are masked: 6 bytes of "
-            f"header each). {common}"
+            f"Measured {fmt(measured)} Mbps at {fmt(CLIENT_COUNTS[0])} clients against the reference's "
+            f"{fmt(REFERENCE_WS_MBPS[0])}, {fmt(measured / REFERENCE_WS_MBPS[0])}×: "
+            f"{fmt(events_per_client_s / REFERENCE_WS_MESSAGES_PER_S)}× from the message rate "
+            f"({fmt(events_per_client_s)} events/s per client against 1) times "
+            f"{fmt(per_event / REFERENCE_WS_FRAME_BYTES)}× from the bytes per message ({fmt(per_event)} bytes of "
+            f"overhead per event, both directions, against {REFERENCE_WS_FRAME_BYTES}). Downstream it was "
+            f"{fmt(cell['down_overhead_per_event'])} B per event; RFC 6455 needs {fmt(expected)} B for a frame of "
+            f"this event's {fmt(payload)}-byte payload (2 B up to 125 bytes, 4 B up to 65,535, 10 B beyond), and "
+            f"control frames or a handshake add to it when they fall in the window. Upstream cost {fmt(up)} B/s "
+            f"per client (client frames are masked: 4 more bytes each). {common}"
         )
     return (
-        f"{name.capitalize()} is not in the reference (it compares polling with WebSocket only). Here it cost "
-        f"{fmt(up)} B/s upstream and {fmt(down)} B/s downstream of overhead per client, delivering "
+        f"{name[0].upper() + name[1:]} is not in the reference (it compares polling with WebSocket only). Here it "
+        f"cost {fmt(up)} B/s upstream and {fmt(down)} B/s downstream of overhead per client, delivering "
         f"{fmt(events_per_client_s)} events/s per client with {profile}. {common}"
     )
+
+
+def ws_frame_header_bytes(payload_bytes: float, masked: bool = False) -> int:
+    """Header of one unfragmented WebSocket frame (RFC 6455 §5.2): 2 B, +2 or +8 for the extended length,
+    +4 for the client's masking key."""
+    extended = 0 if payload_bytes <= 125 else (2 if payload_bytes <= 65_535 else 8)
+    return 2 + extended + (4 if masked else 0)

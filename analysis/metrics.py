@@ -14,25 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.results import records
+from analysis.results import CELL_PARAMETERS, records
 
 TRANSPORTS = ("poll", "longpoll", "sse", "ws")
 TRANSPORT_NAMES = {"poll": "short polling", "longpoll": "long polling", "sse": "SSE", "ws": "WebSocket"}
 
 # What defines a cell, besides run.json's index: compared across runs and held fixed when slicing.
-PARAMETERS = (
-    "transport",
-    "scenario",
-    "clients",
-    "rate_hz",
-    "payload_bytes",
-    "burst",
-    "header_profile",
-    "poll_interval_s",
-    "keepalive",
-    "ws_compress",
-    "varied_extra",
-)
+PARAMETERS = (*CELL_PARAMETERS, "varied_extra")
 
 # A repeat whose spread (max - min) / mean exceeds this on a headline figure makes the cell "noisy".
 NOISY_SPREAD = 0.10

@@ -32,6 +32,7 @@ OPTIONAL_NUMBER_COLUMNS = (
     "loop_lag_p99_ms",
     "time_wait_end",
     "late_ticks",
+    "connections_peak",
 )
 SUMMARY_COLUMNS = [
     "cell_id",
@@ -91,6 +92,20 @@ NUMBER_COLUMNS = tuple(c for c in SUMMARY_COLUMNS if c not in STR_COLUMNS and c 
 ERROR_KINDS = ("connect", "timeout", "http_status", "protocol", "disconnect")
 STATUSES = ("ok", "incomplete", "failed")
 
+# The summary.csv columns that say which cell a row is; any other key a sweep varies (cookie_bytes,
+# send_interval_s, ...) is kept, from run.json, in ``varied_extra``.
+CELL_PARAMETERS = (
+    "transport",
+    "scenario",
+    "clients",
+    "rate_hz",
+    "payload_bytes",
+    "burst",
+    "header_profile",
+    "poll_interval_s",
+    "keepalive",
+    "ws_compress",
+)
 HISTOGRAM_COLUMNS = ("cell_id", "repeat", "kind", "unit", "lowest", "highest", "significant_digits", "encoded")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -186,6 +201,7 @@ def read_summary(path: Path) -> pd.DataFrame:
     if raw.empty:
         raise ResultsError(f"{path}: has no rows (no cell was measured)")
     out = pd.DataFrame(index=raw.index)
+    measured_rows = [str(v).strip() != "failed" for v in raw["status"].tolist()]
 
     def where(col: str, i: int) -> str:
         return f"{path}: column {col!r}, row {i + 2} (cell {raw.at[i, 'cell_id']!r})"
@@ -212,7 +228,7 @@ def read_summary(path: Path) -> pd.DataFrame:
                     x = _parse_number(v)
                 except ValueError:
                     raise ResultsError(f"{where(col, i)}: {v!r} is not a number") from None
-                if math.isnan(x) and col not in OPTIONAL_NUMBER_COLUMNS:
+                if math.isnan(x) and col not in OPTIONAL_NUMBER_COLUMNS and measured_rows[i]:
                     raise ResultsError(f"{where(col, i)}: is empty")
                 parsed.append(x)
             out[col] = pd.Series(parsed, index=raw.index, dtype="float64")
@@ -246,7 +262,7 @@ def attach_cells(summary: pd.DataFrame, meta: dict[str, Any], run_json: Path, su
             raise ResultsError(f"{run_json}: cells has no entry for cell_id {cell_id!r} (row {i + 2} of {summary_csv})")
         indices.append(cell["index"])
         varied = cell.get("varied") or {}
-        extra = {k: v for k, v in varied.items() if k not in summary.columns} if isinstance(varied, dict) else {}
+        extra = {k: v for k, v in varied.items() if k not in CELL_PARAMETERS} if isinstance(varied, dict) else {}
         extras.append(json.dumps(extra, sort_keys=True) if extra else "")
     summary["cell_index"] = indices
     summary["varied_extra"] = extras
