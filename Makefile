@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
-.PHONY: setup test test-slow bench quick lint format clean chromium test-browser browser-profile
+.PHONY: setup test test-slow bench quick lint format clean chromium test-browser browser-profile conformance
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
+
+# Every Autobahn WebSocket case (via kosoku) against /ws?mode=echo, compression on; the report is kept in
+# results/conformance-<UTC time>/ and the target fails if any case FAILED. About 4 minutes on 2 cores.
+conformance: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[conformance]'
+	$(PY) -m servers.conformance
 
 # The browser suite: Debian's Chromium (never a downloaded browser) driven by Playwright's Python package.
 # Without Chromium or Playwright the suite is skipped with the reason, not passed.

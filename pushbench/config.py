@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,6 +58,16 @@ def _between(lo: float, hi: float) -> Check:
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
+_ORIGIN = re.compile(r"^https?://[^/\s?#@]+$", re.IGNORECASE)
+
+
+def _origin_list(v: Sequence[str]) -> str | None:
+    for origin in v:
+        if origin != "*" and not _ORIGIN.match(origin.rstrip("/")):
+            return f"{origin!r} is not an origin: write scheme://host[:port], e.g. 'http://localhost:8080', or '*'"
+    return None
+
+
 def _header_table(v: Mapping[str, str]) -> str | None:
     for name, value in v.items():
         if not _HEADER_NAME.match(name):
@@ -94,8 +105,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "send_buffer_bytes": Key(
             "int", 4 * 1024 * 1024, "per-connection unsent bytes before a slow client is dropped", _at_least(1024)
         ),
-        "allowed_origins": Key("str_list", [], "Origins allowed on /ws and /sse besides the server's own"),
-        "cors_origins": Key("str_list", [], "Origins given CORS headers on HTTP endpoints (empty = CORS off)"),
+        "allowed_origins": Key(
+            "str_list", [], "Origins allowed on /ws and /sse besides the server's own ('*' = any)", _origin_list
+        ),
+        "cors_origins": Key(
+            "str_list", [], "Origins given CORS headers on HTTP endpoints (empty = CORS off)", _origin_list
+        ),
     },
     "load": {
         "transport": Key("str", "ws", "transport of every client in a cell", choices=TRANSPORTS),
@@ -188,6 +203,8 @@ def _type_problem(key: Key, value: Any) -> str | None:
     elif key.kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {value!r} ({name(value)})"
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
     elif key.kind == "bool":
         if not isinstance(value, bool):
             return f"must be true or false, got {value!r} ({name(value)})"
