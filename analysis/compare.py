@@ -96,7 +96,7 @@ def format_comparison(run_a: Analysis, run_b: Analysis) -> str:
     noise = sum(d.judgement == "within noise" for d in diffs)
     lines.append("")
     lines.append(
-        f"{len({d.cell for d in diffs})} matching cells: {differs} figures differ, {noise} within noise, "
-        f"{len(diffs) - differs - noise} without repeats to judge; {only_a} cells only in A, {only_b} only in B."
+        f"{len({d.cell for d in diffs})} matching cells; figures: {differs} differ, {noise} within noise, "
+        f"{len(diffs) - differs - noise} without repeats to judge; cells only in A: {only_a}, only in B: {only_b}."
     )
     return "\n".join(lines)

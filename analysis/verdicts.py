@@ -22,6 +22,8 @@ PUSH = ("sse", "ws")  # transports that claim to keep one connection per client 
 # connections per client per minute and peaked at no more than this many per client.
 REOPEN_TOLERANCE_PER_MIN = 0.1
 PEAK_TOLERANCE_PER_CLIENT = 1.1
+# Server CPU is read from the kernel's clock ticks (10 ms): below this a window's CPU figure is coarse.
+COARSE_CPU_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,12 @@ def warnings(a: Analysis) -> list[str]:
                 + ", ".join(noisy)
                 + f" (threshold {fmt(100 * NOISY_SPREAD)} %)."
             )
+    coarse = int((a.rows["server_cpu_s"] < COARSE_CPU_S).sum())
+    if coarse:
+        out.append(
+            f"{coarse} of {len(a.rows)} windows used under {fmt(COARSE_CPU_S)} s of server CPU: the CPU clock ticks "
+            "in 10 ms, so their CPU per 1,000 events is coarse (5 % or worse); lengthen duration_s for CPU figures."
+        )
     single = int((a.cells["repeats"] < 2).sum())
     if single:
         out.append(f"{single} of {len(a.cells)} cells have a single measured repeat: their spread is unknown.")
