@@ -94,7 +94,11 @@ class ClientContext:
 
     async def reuse_or_connect(self, client: ClientState, conn: Connection | None) -> Connection:
         """``conn`` if the server has not closed it, else a new connection (the old one closed cleanly)."""
-        if conn is not None and conn.peer_closed():
+        if conn is not None and conn.reset_while_idle():
+            conn.abort()
+            conn = None
+            self.count_error(ClientError(ErrorKind.DISCONNECT, "kept-alive connection was reset while idle"))
+        elif conn is not None and conn.peer_closed():
             await conn.close()
             conn = None
         return conn if conn is not None else await self.connect(client)

@@ -28,6 +28,7 @@ from loadgen.wire import TCP_CLOSE, TcpInfo, WireCountersUnavailable, read_tcp_i
 
 MAX_HEADER_BYTES = 64 * 1024
 GRACEFUL_CLOSE_WAIT_S = 0.05
+REUSE_RACE_S = 0.05  # a kept-alive request failing this fast met a close already under way
 
 
 class ErrorKind(StrEnum):
@@ -52,9 +53,9 @@ class ClientError(Exception):
 class ConnectionReused(ClientError):
     """A kept-alive connection turned out to be closed by the server before it answered: retry on a new one.
 
-    HTTP/1.1 lets a server close an idle persistent connection at any time (aiohttp with keep-alive off
-    closes after each response without saying ``Connection: close``); clients, browsers included, retry an
-    idempotent request once on a fresh connection. Not counted as an error.
+    HTTP/1.1 lets a server close an idle persistent connection at any time, and a request sent at that
+    instant fails at once; clients, browsers included, retry an idempotent request once on a fresh
+    connection. Not counted as an error. A request that fails later (a held long poll cut) is a disconnect.
     """
 
     def __init__(self) -> None:
@@ -280,11 +281,16 @@ class Connection:
         spans = [(len(head), len(body))] if body_is_payload and body else []
         self.write(head + body, spans)
         await self.drain()
-        head_at = self.down_offset
+        head_at, sent_at = self.down_offset, time.monotonic()
         try:
             status, resp_headers = await self.read_head()
         except ClientError as exc:
-            if self.responses and exc.kind is ErrorKind.DISCONNECT and self.down_offset == head_at:
+            if (
+                self.responses
+                and exc.kind is ErrorKind.DISCONNECT
+                and self.down_offset == head_at
+                and time.monotonic() - sent_at < REUSE_RACE_S
+            ):
                 raise ConnectionReused() from exc
             raise
         keep_alive = resp_headers.get("connection", "").lower() != "close"
@@ -361,6 +367,10 @@ class Connection:
     def peer_closed(self) -> bool:
         """The server has closed its side (its FIN arrived): the connection cannot carry another request."""
         return self.reader.at_eof() or self._peer_closed()
+
+    def reset_while_idle(self) -> bool:
+        """The connection was reset (not closed) while no request was in flight: a fault, not keep-alive expiry."""
+        return isinstance(self.reader.exception(), ConnectionError)
 
     def _peer_closed(self) -> bool:
         try:

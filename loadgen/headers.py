@@ -149,6 +149,14 @@ def load_browser_profile(path: str | os.PathLike[str] = BROWSER_PROFILE_PATH) ->
     return data
 
 
+def resolve_profile_path(path: str | os.PathLike[str]) -> Path:
+    """A relative path is taken from the current folder when it exists there, else from the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return ROOT / p
+
+
 def make_profile(load: dict[str, Any], browser_profile_path: str | os.PathLike[str] | None = None) -> HeaderProfile:
     """The header profile of one cell's ``[load]`` section."""
     name = load["header_profile"]
@@ -160,7 +168,7 @@ def make_profile(load: dict[str, Any], browser_profile_path: str | os.PathLike[s
         base = [] if _has(custom, "host") else list(host)
         return HeaderProfile("custom", base + custom, base + custom, source="load.custom_headers")
     if name == "browser":
-        path = Path(browser_profile_path or BROWSER_PROFILE_PATH)
+        path = resolve_profile_path(browser_profile_path or load.get("browser_profile_file") or BROWSER_PROFILE_PATH)
         data = load_browser_profile(path)
         fetch = _header_list(data["fetch"]["request_headers"], "fetch.request_headers", path)
         ws = _header_list(data["websocket"]["request_headers"], "websocket.request_headers", path)

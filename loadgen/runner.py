@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import multiprocessing as mp
 import os
@@ -70,29 +71,42 @@ def server_args(cell: Cell) -> list[str]:
     return args
 
 
-def count_time_wait(proc_net_tcp_lines: list[str], port: int) -> int:
-    """Sockets in TIME_WAIT whose local or remote port is ``port``, from /proc/net/tcp{,6} lines."""
+def _proc_net_endpoint(field: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (/proc/net/tcp, IPv4 little-endian) → ("127.0.0.1", 8080); IPv6 likewise."""
+    addr_hex, port_hex = field.split(":")
+    raw = bytes.fromhex(addr_hex)
+    if len(raw) == 4:
+        addr = str(ipaddress.IPv4Address(raw[::-1]))
+    else:
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        v6 = ipaddress.IPv6Address(words)
+        addr = str(v6.ipv4_mapped) if v6.ipv4_mapped else str(v6)
+    return addr, int(port_hex, 16)
+
+
+def count_time_wait(proc_net_tcp_lines: list[str], host: str, port: int) -> int:
+    """Sockets in TIME_WAIT with ``host:port`` at either end, from /proc/net/tcp{,6} lines."""
+    target = (str(ipaddress.ip_address(host)), port)
     count = 0
     for line in proc_net_tcp_lines:
         fields = line.split()
         if len(fields) < 4 or fields[3] != TCP_STATE_TIME_WAIT:
             continue
         try:
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-        except (IndexError, ValueError):
+            ends = (_proc_net_endpoint(fields[1]), _proc_net_endpoint(fields[2]))
+        except ValueError:
             continue
-        if port in (local_port, remote_port):
+        if target in ends:
             count += 1
     return count
 
 
-def time_wait_sockets(port: int) -> int:
+def time_wait_sockets(host: str, port: int) -> int:
     lines: list[str] = []
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             lines += Path(name).read_text().splitlines()[1:]
-    return count_time_wait(lines, port)
+    return count_time_wait(lines, host, port)
 
 
 @dataclass
@@ -257,6 +271,21 @@ def _wait_until(wall_ns: int, tick: Tick, server: ServerProcess | None = None) -
         time.sleep(min(0.1, remaining))
 
 
+def inject_faults(server: ServerProcess, load: dict[str, Any], start: int, end: int, tick: Tick, run: CellRun) -> None:
+    """``load.fault_drop_at_s`` / ``fault_kill_at_s``: SIGUSR1 (cut every connection) or SIGKILL the server."""
+    faults = sorted(
+        (start + int(load[key] * NS_PER_S), sig, key)
+        for key, sig in (("fault_drop_at_s", signal.SIGUSR1), ("fault_kill_at_s", signal.SIGKILL))
+        if load[key] > 0
+    )
+    for at_ns, sig, key in faults:
+        if at_ns >= end or not _wait_until(at_ns, tick, server):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.proc.pid, sig)
+        run.warnings.append(f"{key}: sent {sig.name} to the server {load[key]}s into the window")
+
+
 def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tick: Tick) -> CellRun:
     """Run one cell once; see the module docstring. Never raises for a failure of the cell itself."""
     run = CellRun(cell, repeat)
@@ -314,9 +343,10 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
             pipe.send(("plan", plan))
         if _wait_until(start, tick, server):
             run.stats_start = server.stats()
+        inject_faults(server, load, start, end, tick, run)
         if _wait_until(end, tick, server):
             run.stats_end = server.stats()
-            run.time_wait_end = time_wait_sockets(server.port)
+            run.time_wait_end = time_wait_sockets(server.host, server.port)
         if not server.alive():
             run.fail(f"server exited with status {server.proc.returncode} during the cell: {server.log_tail()}")
         elif run.stats_start is None or run.stats_end is None:

@@ -128,6 +128,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key("int", 1, "seed for client phases and message contents", _non_negative),
         "repeat": Key("int", 1, "times each cell is run, to show spread", _between(1, 100)),
         "uvloop": Key("bool", True, "run client workers on uvloop when it is installed"),
+        "browser_profile_file": Key(
+            "str", "configs/browser_profile.json", "browser profile: recorded Chromium headers (make browser-profile)"
+        ),
+        "fault_drop_at_s": Key(
+            "float",
+            0.0,
+            "fault injection: SIGUSR1 the server this far into the window, cutting every connection (0 = never)",
+            _non_negative,
+        ),
+        "fault_kill_at_s": Key(
+            "float", 0.0, "fault injection: SIGKILL the server this far into the window (0 = never)", _non_negative
+        ),
     },
 }
 
