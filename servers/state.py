@@ -85,11 +85,10 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     """An HTTP error carrying a short JSON body; never a stack trace."""
-    exc = _STATUS_EXC[status](
-        text=json.dumps({"error": message, "status": status, **extra}),
-        content_type="application/json",
-    )
-    return exc
+    text = json.dumps({"error": message, "status": status, **extra})
+    if status == 413:  # its constructor wants the sizes for a default text we replace anyway
+        return web.HTTPRequestEntityTooLarge(0, 0, text=text, content_type="application/json")
+    return _STATUS_EXC[status](text=text, content_type="application/json")
 
 
 _STATUS_EXC: dict[int, type[web.HTTPException]] = {

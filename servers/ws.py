@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from servers.feed import FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, check_room, drop, is_valid_close_code
@@ -67,7 +67,7 @@ async def receive_loop(ws: web.WebSocketResponse, request: web.Request, echo_onl
                 await ws.send_bytes(msg.data)
                 st.stats.echoes["ws"] += 1
             else:
-                st.stats.rejected["ws_binary"] += 1
+                count_close(request, WSCloseCode.UNSUPPORTED_DATA)
                 await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary frames are not accepted")
                 return
         elif msg.type is WSMsgType.CLOSE:
@@ -81,8 +81,8 @@ async def receive_loop(ws: web.WebSocketResponse, request: web.Request, echo_onl
         elif msg.type is WSMsgType.ERROR:
             if isinstance(msg.data, asyncio.TimeoutError):
                 st.stats.rejected["ws_pong_timeout"] += 1  # heartbeat: the peer is dead or gone
-            elif ws.close_code is not None:
-                count_close(request, ws.close_code)  # receive() already closed with the right code
+            elif isinstance(msg.data, WebSocketError):
+                count_close(request, msg.data.code)  # receive() already closed with this code
             return
         else:  # CLOSING (closed by the pusher or at shutdown) or CLOSED (connection lost)
             return
