@@ -207,7 +207,10 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "cookie_bytes": load["cookie_bytes"] if load["header_profile"] == "browser" else 0,
         "events_published_server": delta("events_published"),
         "server_deliveries": deliveries,
-        "server_connections_accepted": delta("connections_accepted"),
+        # Connections the server accepted in the window, less those of the load generator's /stats probe.
+        "server_connections_accepted": (
+            delta("connections_accepted") - delta("probe_connections") if s0 and s1 else None
+        ),
         "connections_peak_clients": sum(r.connections_peak for r in results),
         "stale_resumes": sum(r.stale_resumes for r in results),
         "reconnects": sum(r.reconnects for r in results),

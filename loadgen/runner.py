@@ -124,6 +124,7 @@ class ServerProcess:
         return self.proc.poll() is None
 
     _http: http.client.HTTPConnection | None = None
+    probe_connections: int = 0  # TCP connections the load generator's own probes opened (the server counts them)
 
     def get_json(self, path: str, timeout_s: float = 2.0) -> Any:
         """GET on one kept-alive connection: the load generator's own probes add one connection, not one each
@@ -131,6 +132,9 @@ class ServerProcess:
         for attempt in (1, 2):
             if self._http is None:
                 self._http = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+            if self._http.sock is None:  # http.client reconnects by itself after "Connection: close"
+                self._http.connect()
+                self.probe_connections += 1
             try:
                 self._http.request("GET", path)
                 response = self._http.getresponse()
@@ -154,7 +158,10 @@ class ServerProcess:
             data = self.get_json("/stats")
         except (OSError, ValueError, http.client.HTTPException):
             return None
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        data["probe_connections"] = self.probe_connections
+        return data
 
     def log_tail(self, lines: int = 5) -> str:
         with contextlib.suppress(OSError):
@@ -294,10 +301,8 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
     ctx = mp.get_context("spawn")
     workers: list[tuple[Any, Pipe]] = []
     try:
-        server = start_server(cell, log_dir)
-        run.server_port = server.port
-        shares = assign_clients(load["clients"], load["workers"])
-        for w, indices in enumerate(shares):
+        # Workers start first: they import while the server starts.
+        for w, indices in enumerate(assign_clients(load["clients"], load["workers"])):
             parent_end, child_end = ctx.Pipe()
             proc = ctx.Process(
                 target=worker_process, args=(w, indices, load["uvloop"], child_end), name=f"loadgen-worker-{w}"
@@ -306,6 +311,8 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
             proc.start()
             child_end.close()
             workers.append((proc, parent_end))
+        server = start_server(cell, log_dir)
+        run.server_port = server.port
         loops = set()
         for proc, pipe in workers:
             if not pipe.poll(WORKER_READY_TIMEOUT_S):

@@ -1,0 +1,191 @@
+"""Header profiles and the client-side parsers (HTTP head, poll body, SSE, WebSocket frames), without sockets."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen.conn import ClientError, parse_head
+from loadgen.headers import (
+    ProfileError,
+    cookie_value,
+    header_block,
+    header_block_bytes,
+    make_profile,
+    ws_key,
+)
+from loadgen.poll import parse_poll_body
+from loadgen.runner import server_args, toml_value
+from loadgen.sse import SseParser
+from loadgen.ws import accept_value, encode_frame, mask, parse_frame_head
+from pushbench.config import default_config, expand_cells
+
+BROWSER_FIXTURE = {
+    "browser": "Chromium 156.0.8078.73",
+    "recorded_at": "2026-11-26T17:00:00Z",
+    "fetch": {
+        "request_headers": [
+            ["Host", "{host}"],
+            ["User-Agent", "Mozilla/5.0 Test"],
+            ["Accept", "*/*"],
+            ["Referer", "{origin}/"],
+        ]
+    },
+    "websocket": {
+        "request_headers": [
+            ["Host", "{host}"],
+            ["Connection", "Upgrade"],
+            ["Upgrade", "websocket"],
+            ["Origin", "{origin}"],
+            ["Sec-WebSocket-Version", "13"],
+            ["Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="],
+            ["Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"],
+        ]
+    },
+    "response_headers": {"poll": [], "sse": [], "websocket": []},
+}
+
+
+def load_section(**overrides: Any) -> dict[str, Any]:
+    load = dict(default_config().load)
+    load.update(overrides)
+    return load
+
+
+def test_header_block_bytes_by_hand() -> None:
+    headers = [("Host", "127.0.0.1:8080")]
+    assert header_block(headers) == b"Host: 127.0.0.1:8080\r\n"
+    assert header_block_bytes(headers) == 4 + 2 + 14 + 2
+
+
+def test_minimal_profile_is_host_only() -> None:
+    profile = make_profile(load_section())
+    assert profile.fetch_headers("h:1") == [("Host", "h:1")]
+    assert profile.post_headers("h:1", "application/json", 95) == [
+        ("Host", "h:1"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", "95"),
+    ]
+    ws = profile.websocket_headers("h:1", "k" * 24, offer_deflate=False)
+    assert [n for n, _ in ws] == ["Host", "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version"]
+    assert ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits") in profile.websocket_headers(
+        "h:1", "k" * 24, offer_deflate=True
+    )
+
+
+def test_custom_profile() -> None:
+    profile = make_profile(load_section(header_profile="custom", custom_headers={"X-Token": "abc"}))
+    assert profile.fetch_headers("h:1") == [("Host", "h:1"), ("X-Token", "abc")]
+
+
+def test_browser_profile_fills_placeholders_adds_cookie_and_fresh_key(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(BROWSER_FIXTURE))
+    profile = make_profile(load_section(header_profile="browser", cookie_bytes=40, browser_profile_file=str(path)))
+    fetch = profile.fetch_headers("127.0.0.1:8080")
+    assert fetch[:4] == [
+        ("Host", "127.0.0.1:8080"),
+        ("User-Agent", "Mozilla/5.0 Test"),
+        ("Accept", "*/*"),
+        ("Referer", "http://127.0.0.1:8080/"),
+    ]
+    assert fetch[4][0] == "Cookie" and len(fetch[4][1]) == 40
+    # Every header line is "Name: value\r\n": name, ": ", value, CRLF.
+    assert header_block_bytes(fetch) == (4 + 2 + 14 + 2) + (10 + 2 + 16 + 2) + (6 + 2 + 3 + 2) + (7 + 2 + 22 + 2) + (
+        6 + 2 + 40 + 2
+    )
+    key = ws_key(bytes(range(16)))
+    ws = dict(profile.websocket_headers("127.0.0.1:8080", key, offer_deflate=False))
+    assert ws["Sec-WebSocket-Key"] == key
+    assert ws["Origin"] == "http://127.0.0.1:8080"
+    assert ws["Sec-WebSocket-Extensions"] == "permessage-deflate; client_max_window_bits"  # what Chrome offers
+    assert profile.details["browser"] == "Chromium 156.0.8078.73"
+
+
+def test_missing_browser_profile_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ProfileError) as exc:
+        make_profile(load_section(header_profile="browser", browser_profile_file=str(missing)))
+    assert str(missing) in str(exc.value) and "make browser-profile" in str(exc.value)
+
+
+def test_malformed_browser_profile(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"fetch": {"request_headers": [["Host"]]}, "websocket": {"request_headers": []}}))
+    with pytest.raises(ProfileError, match=r"fetch\.request_headers"):
+        make_profile(load_section(header_profile="browser", browser_profile_file=str(path)))
+
+
+def test_cookie_value_has_the_exact_size() -> None:
+    assert [len(cookie_value(n)) for n in (0, 1, 3, 4, 100, 5000)] == [0, 1, 3, 4, 100, 5000]
+    assert cookie_value(100).startswith("sid=")
+
+
+def test_parse_head() -> None:
+    status, headers = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\n")
+    assert status == 200 and headers == {"content-length": "5", "x-a": "1, 2"}
+    with pytest.raises(ClientError, match="protocol"):
+        parse_head(b"garbage\r\n\r\n")
+
+
+def test_poll_body_spans_are_the_events_bytes() -> None:
+    e1 = b'{"seq":5,"ts":17,"data":"ab"}'
+    e2 = b'{"seq":6,"ts":18,"data":"cd"}'
+    body = b'{"cursor":6,"events":[' + e1 + b"," + e2 + b"]}"
+    cursor, events = parse_poll_body(body)
+    assert cursor == 6
+    assert [(s, t) for s, t, _, _ in events] == [(5, 17), (6, 18)]
+    for (_, _, start, length), raw in zip(events, (e1, e2), strict=True):
+        assert body[start : start + length] == raw
+    assert parse_poll_body(b'{"cursor":9,"events":[]}') == (9, [])
+
+
+def test_poll_body_refuses_non_compact_events() -> None:
+    with pytest.raises(ClientError, match="compactly"):
+        parse_poll_body(b'{"cursor":1,"events":[{"seq": 1, "ts": 2, "data": ""}]}')
+
+
+def test_sse_parser_across_chunks_with_offsets() -> None:
+    parser = SseParser()
+    stream = b': hi\n\nid: 7\ndata: {"seq":7}\n\nid: 8\ndata: {"seq":8}\n\n'
+    events = []
+    for cut in range(0, len(stream), 5):  # feed in 5-byte pieces at stream offset 100 + cut
+        events += parser.feed(stream[cut : cut + 5], 100 + cut)
+    assert [(e.event_id, e.data) for e in events] == [("7", b'{"seq":7}'), ("8", b'{"seq":8}')]
+    for event in events:
+        start = event.data_offset - 100
+        assert stream[start : start + len(event.data)] == event.data
+    assert parser.comments == 1
+
+
+def test_ws_accept_value_rfc6455_example() -> None:
+    assert accept_value("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize(("length", "header"), [(95, 2), (125, 2), (126, 4), (145, 4), (70000, 10)])
+def test_server_frames_header_sizes(length: int, header: int) -> None:
+    frame, at = encode_frame(0x1, b"x" * length, None)
+    assert at == header and len(frame) == length + header
+    head = parse_frame_head(frame[:2])
+    assert head.fin and head.opcode == 1 and not head.masked
+
+
+def test_client_frames_are_masked_and_cost_six_bytes_up_to_125() -> None:
+    payload = b'{"seq":12,"ts":1,"data":"abc"}'
+    frame, at = encode_frame(0x1, payload, b"\x01\x02\x03\x04")
+    assert at == 6 and len(frame) == len(payload) + 6
+    assert parse_frame_head(frame[:2]).masked
+    assert mask(frame[6:], b"\x01\x02\x03\x04") == payload
+
+
+def test_toml_values_round_trip_for_server_args() -> None:
+    for value in (True, 3, 2.5, 'a "quoted" \\ value', ["ws", "sse"], {"Server": "nginx", "X-A": "b"}):
+        assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
+    cell = expand_cells(default_config(['server.extra_headers={Server = "x"}']))[0]
+    args = server_args(cell)
+    assert 'server.extra_headers={"Server" = "x"}' in args
+    assert all(not a.startswith("--set load.") for a in args)
