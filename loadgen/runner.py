@@ -315,9 +315,12 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
         run.server_port = server.port
         loops = set()
         for proc, pipe in workers:
-            if not pipe.poll(WORKER_READY_TIMEOUT_S):
-                raise CellFailed(f"worker {proc.name} did not start within {WORKER_READY_TIMEOUT_S}s")
-            loops.add(pipe.recv()[1])
+            try:
+                if not pipe.poll(WORKER_READY_TIMEOUT_S):
+                    raise CellFailed(f"{proc.name} did not start within {WORKER_READY_TIMEOUT_S}s")
+                loops.add(pipe.recv()[1])
+            except (EOFError, OSError):
+                raise CellFailed(f"{proc.name} exited while starting (exit code {proc.exitcode})") from None
         ref_seq, ref_ts = reference_event(server)
         tick_ns = period_ns(feed["rate_hz"])
         anchor = time.time_ns() + int(SETUP_LEAD_S * NS_PER_S)
