@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def profile_record(profile: HeaderProfile) -> dict[str, Any]:
 
 
 def summary_table(summaries: list[CellSummary]) -> Table:
-    table = Table(title="pushbench: one row per cell")
+    """Per cell: what was delivered, how fast, and what each delivered message cost on the wire (TCP bytes)."""
+    table = Table(title="pushbench: one row per cell (B/msg = TCP payload bytes per message received)")
     columns = [
         ("cell", "cell_id"), ("status", "status"), ("transport", "transport"), ("scenario", "scenario"),
         ("clients", "clients"), ("recv/exp", None), ("lost", "messages_lost"), ("dup", "messages_duplicated"),
@@ -87,8 +89,14 @@ def summary_table(summaries: list[CellSummary]) -> Table:
     return table
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM behaves like Ctrl-C: servers and workers are stopped, no results folder is left behind."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     err = Console(stderr=True, highlight=False)
     problems: list[str] = []
     try:
@@ -111,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     assert folder is not None
 
-    repeats = cells[0].load["repeat"] if cells else 1
     runs = [(cell, r) for cell in cells for r in range(1, cell.load["repeat"] + 1)]
-    del repeats
     estimates = [cell_seconds(cell) for cell, _ in runs]
     started = time.time()
     summaries: list[CellSummary] = []
@@ -157,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         folder.discard()
         raise
-    Console(highlight=False).print(summary_table(summaries))
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, width=160)  # piped: do not squeeze the table into 80 columns
+    out.print(summary_table(summaries))
     print(f"results: {final}")
     bad = [s.row["cell_id"] for s in summaries if s.row["status"] != "ok"]
     if bad:
