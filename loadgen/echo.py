@@ -52,6 +52,10 @@ async def run_echo(ctx: ClientContext, client: ClientState) -> None:
     conn: Connection | None = None
     headers_host = ctx.plan.hostport
     try:
+        try:
+            conn = await ctx.connect(client)  # at ramp-up time, before the window, whatever the phase
+        except ClientError as exc:
+            ctx.count_error(exc)
         async for seq, intended_ns in echo_schedule(ctx, client):
             body = echo_message(client, seq, intended_ns, ctx.plan.payload_bytes)
             try:

@@ -81,9 +81,19 @@ async def run_feed(ctx: ClientContext, client: ClientState) -> None:
     plan = ctx.plan
     interval = round(plan.poll_interval_s * NS_PER_S)
     phase = phase_ns(plan.seed, client.index, interval)
-    due = next_due_ns(plan.anchor_ns, phase, interval, time.time_ns())
     conn: Connection | None = None
     try:
+        # Connect and learn the cursor at the client's ramp-up time, so that with keep-alive the connection
+        # exists before the window whatever the client's phase.
+        try:
+            conn = await ctx.connect(client)
+            conn = await fetch_retrying(ctx, client, conn, "/poll")
+        except ClientError as exc:
+            if conn is not None:
+                conn.abort()
+                conn = None
+            ctx.count_error(exc)
+        due = next_due_ns(plan.anchor_ns, phase, interval, time.time_ns())
         while await ctx.sleep_until(due):
             try:
                 conn = await ctx.reuse_or_connect(client, conn)
