@@ -114,10 +114,20 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
     timestamps = all(rec.timestamps for _, rec in records) if records else True
     option_bytes = TCP_TIMESTAMP_OPTION_BYTES if timestamps else 0
     errors = {k: sum(r.errors.get(k, 0) for r in results) for k in ERROR_KINDS}
-    cpu_pcts = [cpu_percent(r.cpu_s, r.wall_s) for r in results if r.wall_s > 0]
-    lag_p99s = [
-        merge_histograms([r.lag_encoded]).get_value_at_percentile(99) / 1000.0 for r in results if r.lag_encoded
+    per_worker: list[dict[str, Any]] = [
+        {
+            "worker": r.worker,
+            "clients": r.clients,
+            "loop": r.loop,
+            "cpu_pct": cpu_percent(r.cpu_s, r.wall_s) if r.wall_s > 0 else None,
+            "loop_lag_p99_ms": (
+                merge_histograms([r.lag_encoded]).get_value_at_percentile(99) / 1000.0 if r.lag_encoded else None
+            ),
+        }
+        for r in results
     ]
+    cpu_pcts = [w["cpu_pct"] for w in per_worker if w["cpu_pct"] is not None]
+    lag_p99s = [w["loop_lag_p99_ms"] for w in per_worker if w["loop_lag_p99_ms"] is not None]
     busiest_cpu = max(cpu_pcts, default=float("nan"))
     worst_lag = max(lag_p99s, default=float("nan"))
     reasons = saturation_reasons(busiest_cpu, worst_lag) if cpu_pcts else []
@@ -252,7 +262,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "errors": errors,
         "warnings": run.warnings,
         "error_samples": [s for r in results for s in r.error_samples][:20],
-        "worker_loops": sorted({r.loop for r in results}),
+        "workers": per_worker,
         "server_exit": run.server_exit,
         "latency_out_of_range": sum(r.latency_out_of_range for r in results),
     }
