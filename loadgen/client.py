@@ -60,6 +60,13 @@ class ClientState:
     cursor: int | None = None  # last seq received (resume point)
     conn_seq: int = 0
     attempt: int = 0  # consecutive failures, for backoff
+    subscribed_ns: int | None = None  # first successful exchange (cursor known, stream open)
+
+    def ready(self) -> None:
+        """A request succeeded or a stream opened: reset the backoff; remember when the client first got going."""
+        self.attempt = 0
+        if self.subscribed_ns is None:
+            self.subscribed_ns = time.time_ns()
 
 
 @dataclass

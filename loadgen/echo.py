@@ -76,7 +76,7 @@ async def run_echo(ctx: ClientContext, client: ClientState) -> None:
                     raise ClientError(ErrorKind.PROTOCOL, f"echo of message {seq} differs from what was sent")
                 conn.add_down_payload(response.body_offset, len(response.body))
                 ctx.deliver(client, got_seq, got_ts, received_ns)
-                client.attempt = 0
+                client.ready()
                 if not response.keep_alive:
                     await conn.wait_eof(0.5)
                     await conn.close()

@@ -55,7 +55,7 @@ async def fetch(ctx: ClientContext, client: ClientState, conn: Connection, path:
             conn.add_down_payload(response.body_offset + start, length)
             ctx.deliver(client, seq, ts, received_ns)
         client.cursor = cursor
-    client.attempt = 0
+    client.ready()
     return response.keep_alive
 
 

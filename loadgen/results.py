@@ -57,7 +57,7 @@ SUMMARY_COLUMNS = [
     "window_end_ns",
     # Beyond the required columns:
     "workers", "send_interval_s", "cookie_bytes", "events_published_server", "server_deliveries",
-    "server_connections_accepted", "connections_peak_clients", "stale_resumes", "reconnects", "requests_retried",
+    "server_connections_accepted", "connections_peak_clients", "stale_resumes", "reconnects", "requests_retried", "clients_late",
     "tcp_timestamps",
 ]  # fmt: skip
 
@@ -159,6 +159,12 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         per_client = events_published if load["scenario"] == "feed" else 0
         expected += missing_clients * per_client
         lost += missing_clients * per_client
+    late = sum(r.clients_late for r in results)
+    if late:
+        run.warnings.append(
+            f"{late} clients were not subscribed when the window started (their first events count as lost): "
+            "lengthen ramp_up_s/warmup_s or use fewer clients per worker"
+        )
     if lost and run.status == "ok":
         run.warnings.append(f"{lost} of {expected} messages were not received")
     hostport = f"{plan.host}:{plan.port}" if plan else "127.0.0.1:0"
@@ -225,6 +231,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "stale_resumes": sum(r.stale_resumes for r in results),
         "reconnects": sum(r.reconnects for r in results),
         "requests_retried": sum(r.requests_retried for r in results),
+        "clients_late": late,
         "tcp_timestamps": timestamps,
     }
     connections = [

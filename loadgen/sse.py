@@ -95,7 +95,7 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
         raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for GET /sse")
     if "chunked" not in resp_headers.get("transfer-encoding", "").lower():
         raise ClientError(ErrorKind.PROTOCOL, "SSE response is not chunked")
-    client.attempt = 0
+    client.ready()
     parser = SseParser()
     # Heartbeats arrive every sse_heartbeat_s at most, so silence is not an error: wait until stopped.
     conn.timeout_s = 3600.0

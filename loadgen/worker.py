@@ -76,6 +76,7 @@ class WorkerResult:
     reconnects: int = 0
     requests_retried: int = 0
     counter_errors: int = 0
+    clients_late: int = 0  # feed clients not subscribed when the window started: they miss its first events
     failure: str | None = None
 
 
@@ -140,6 +141,8 @@ async def run_worker(worker: int, indices: list[int], plan: Plan, loop_name: str
         conn.abort()
 
     for state in states:
+        if plan.scenario == "feed" and (state.subscribed_ns is None or state.subscribed_ns > plan.window_start_ns):
+            result.clients_late += 1
         tr = state.tracker
         result.messages_expected += tr.expected
         result.messages_received += tr.received

@@ -117,7 +117,7 @@ async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, t
         raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for the WebSocket handshake on {target}")
     if resp.get("sec-websocket-accept") != accept_value(key):
         raise ClientError(ErrorKind.PROTOCOL, "wrong Sec-WebSocket-Accept")
-    client.attempt = 0
+    client.ready()
     return "permessage-deflate" in resp.get("sec-websocket-extensions", "")
 
 
