@@ -146,6 +146,7 @@ def test_websocket_frame_overhead_is_exactly_the_rfc6455_header(tmp_path: Path) 
         scenario = ["echo"]
         payload_bytes = [50]
         """,
+        rate_hz=10,  # 50 ms between a publication and the window edge: room for a busy machine
     )
     assert run.rc == 0, run.stderr
     assert len(run.summary) == 3
@@ -154,7 +155,7 @@ def test_websocket_frame_overhead_is_exactly_the_rfc6455_header(tmp_path: Path) 
         meta = run.cell_meta(row.cell_id)
         assert row.status == "ok", meta["warnings"]
         seqs = range(meta["seq_first"], meta["seq_last"] + 1)
-        assert row.events_published == len(seqs) == 20  # 20 Hz for 1 s
+        assert row.events_published == len(seqs) == 10  # 10 Hz for 1 s
         assert row.messages_expected == row.messages_received == 3 * len(seqs)
         assert row.messages_lost == row.messages_duplicated == 0
         # The payload is every event's serialized bytes (ts has 19 digits until 2286), for 3 clients.
@@ -168,7 +169,8 @@ def test_websocket_frame_overhead_is_exactly_the_rfc6455_header(tmp_path: Path) 
         assert row.bytes_up_tcp == row.bytes_up_payload == 0  # no pings, no pongs, no requests
         assert row.connections_opened == 0  # connected during the ramp-up, before the window
         assert row.bytes_tcpip_headers == row.tcp_segments * 52  # 20 IP + 20 TCP + 12 timestamps
-        # Independent count: the server's own /stats says how many events it handed to WebSockets.
+        # Independent count: the server's own /stats says how many events it handed to WebSockets (read at the
+        # window edges by another process, so one tick per client may fall on either side).
         assert abs(row.server_deliveries - row.messages_received) <= 3
         # The per-connection records add up to the row.
         conns = run.connections[run.connections.cell_id == row.cell_id]
