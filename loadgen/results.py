@@ -75,10 +75,12 @@ def cell_id(index: int, repeat: int) -> str:
     return f"c{index:03d}-r{repeat}"
 
 
-def request_header_bytes(profile: HeaderProfile, transport: str, scenario: str, hostport: str) -> int:
+def request_header_bytes(
+    profile: HeaderProfile, transport: str, scenario: str, hostport: str, ws_compress: bool = False
+) -> int:
     """Bytes of header lines on each request of a cell (the WebSocket handshake for ws)."""
     if transport == "ws":
-        return header_block_bytes(profile.websocket_headers(hostport, "x" * 24, offer_deflate=False))
+        return header_block_bytes(profile.websocket_headers(hostport, "x" * 24, offer_deflate=ws_compress))
     if scenario == "echo":
         return header_block_bytes(profile.post_headers(hostport, "application/json", 0))
     return header_block_bytes(profile.fetch_headers(hostport))
@@ -179,7 +181,9 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "payload_bytes": feed["payload_bytes"],
         "burst": feed["burst"],
         "header_profile": load["header_profile"],
-        "request_header_bytes": request_header_bytes(profile, load["transport"], load["scenario"], hostport),
+        "request_header_bytes": request_header_bytes(
+            profile, load["transport"], load["scenario"], hostport, server["ws_compress"]
+        ),
         "poll_interval_s": load["poll_interval_s"],
         "keepalive": server["keepalive"],
         "ws_compress": server["ws_compress"],

@@ -189,3 +189,16 @@ def test_toml_values_round_trip_for_server_args() -> None:
     args = server_args(cell)
     assert 'server.extra_headers={"Server" = "x"}' in args
     assert all(not a.startswith("--set load.") for a in args)
+
+
+def test_request_header_bytes_of_a_minimal_websocket_handshake_by_hand() -> None:
+    from loadgen.results import request_header_bytes
+
+    profile = make_profile(load_section())
+    # Host: 127.0.0.1:40000 (23) + Upgrade (20) + Connection (21) + Sec-WebSocket-Key (19 + 24 + 2) + Version (27)
+    assert request_header_bytes(profile, "ws", "feed", "127.0.0.1:40000") == 23 + 20 + 21 + 45 + 27
+    # + "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" when compression is offered
+    assert request_header_bytes(profile, "ws", "feed", "127.0.0.1:40000", ws_compress=True) == 136 + 70
+    assert request_header_bytes(profile, "poll", "feed", "127.0.0.1:40000") == 23
+    # POST /echo: Host + "Content-Type: application/json\r\n" (32) + "Content-Length: 0\r\n" (19)
+    assert request_header_bytes(profile, "sse", "echo", "127.0.0.1:40000") == 23 + 32 + 19
