@@ -36,6 +36,8 @@ from analysis.model import Analysis
 # One colour per transport, the same in every chart (colour-blind-safe Okabe–Ito hues).
 COLOURS = {"poll": "#D55E00", "longpoll": "#E69F00", "sse": "#009E73", "ws": "#0072B2"}
 OTHER_COLOUR = "#777777"
+# One marker per transport too, largest first, so lines that coincide stay visible.
+MARKERS = {"poll": ("s", 9.0), "longpoll": ("D", 7.0), "sse": ("^", 6.5), "ws": ("o", 4.5)}
 SHORT = {"poll": "poll", "longpoll": "long poll", "sse": "SSE", "ws": "WS"}
 LAYERS = (  # stacked from the bottom: (suffix, label, alpha, hatch)
     ("payload", "payload", 1.0, ""),
@@ -99,7 +101,7 @@ def no_data(ax: Axes, what: str) -> None:
 
 
 def transport_legend(ax: Axes, transports: list[str], **kw: Any) -> None:
-    handles = [Line2D([], [], color=colour(t), marker="o", label=label(t)) for t in transports]
+    handles = [Line2D([], [], color=colour(t), marker=MARKERS.get(t, ("o", 5))[0], label=label(t)) for t in transports]
     ax.legend(handles=handles, **kw)
 
 
@@ -120,7 +122,7 @@ def line_per_transport(
     *,
     scale_y: float = 1.0,
     linestyle: str = "-",
-    marker: str = "o",
+    hollow: bool = False,
     suffix: str = "",
 ) -> list[str]:
     """One line per transport (mean of repeats, bars from min to max); returns the transports drawn."""
@@ -136,7 +138,9 @@ def line_per_transport(
             yerr=None if err is None else err * scale_y,
             color=colour(t),
             linestyle=linestyle,
-            marker=marker,
+            marker=MARKERS.get(t, ("o", 5))[0],
+            markersize=MARKERS.get(t, ("o", 5))[1],
+            markerfacecolor="white" if hollow else colour(t),
             capsize=2,
             label=label(t) + suffix,
         )
@@ -254,7 +258,7 @@ def bandwidth(a: Analysis) -> Figure:
     ax2.set_title(f"All clients together vs number of clients\n{describe(a.base, ('clients',))}")
     ax2.set_xlabel("connected clients")
     ax2.set_ylabel("bits per second, all clients (both directions)")
-    _log_if_positive(ax2, "x")
+    _log_if_positive(ax2, "both")
     ax2.yaxis.set_major_formatter(EngFormatter(unit="bit/s"))
     if drawn:
         ax2.legend()
@@ -313,7 +317,7 @@ def latency(a: Analysis) -> Figure:
     ax = axes[1]
     by_rate = slice_cells(a.cells, a.base, free=("rate_hz",))
     drawn = line_per_transport(ax, by_rate, "events_per_s", "latency_p50_ms", suffix=" p50")
-    line_per_transport(ax, by_rate, "events_per_s", "latency_p99_ms", linestyle="--", marker="^", suffix=" p99")
+    line_per_transport(ax, by_rate, "events_per_s", "latency_p99_ms", linestyle="--", hollow=True, suffix=" p99")
     if drawn:
         ax.axhline(interval_ms, color=colour("poll"), linestyle=":", linewidth=1)
         ax.annotate(
@@ -328,9 +332,17 @@ def latency(a: Analysis) -> Figure:
         _log_if_positive(ax, "both")
         ax.legend(
             handles=[
-                *(Line2D([], [], color=colour(t), label=label(t)) for t in drawn),
-                Line2D([], [], color="#555555", marker="o", label="p50 (solid)"),
-                Line2D([], [], color="#555555", marker="^", linestyle="--", label="p99 (dashed)"),
+                *(Line2D([], [], color=colour(t), marker=MARKERS.get(t, ("o", 5))[0], label=label(t)) for t in drawn),
+                Line2D([], [], color="#555555", marker="o", label="p50 (solid line, filled)"),
+                Line2D(
+                    [],
+                    [],
+                    color="#555555",
+                    marker="o",
+                    markerfacecolor="white",
+                    linestyle="--",
+                    label="p99 (dashed line, hollow)",
+                ),
             ]
         )
     else:
@@ -488,7 +500,15 @@ def scaling(a: Analysis) -> Figure:
                 continue
             k = loglog_slope(g["clients"].tolist(), g[col].tolist())
             slope = f", slope {k:.2f}" if not math.isnan(k) else ""
-            ax.plot(g["clients"], g[col] * scale, color=colour(t), marker="o", label=f"{label(t)}{slope}")
+            marker, size = MARKERS.get(t, ("o", 5))
+            ax.plot(
+                g["clients"],
+                g[col] * scale,
+                color=colour(t),
+                marker=marker,
+                markersize=size,
+                label=f"{label(t)}{slope}",
+            )
             drawn.append(t)
         if drawn:
             _log_if_positive(ax, "both")

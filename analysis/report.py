@@ -256,7 +256,9 @@ def render(a: Analysis, charts_svg: Mapping[str, bytes]) -> str:
         f"<h1>pushbench: what polling costs compared with server push</h1><p>Run <b>{esc(a.run.name)}</b>.</p>",
         banner,
         what_was_run(a),
-        "<h2 id='verdicts'>Verdicts</h2><p>Each claim checked against the baseline cells of this run.</p>",
+        "<h2 id='verdicts'>Verdicts</h2><p>Each claim checked against the baseline cells of this run (see What was "
+        "run). Figures are means over each cell's repeats; the table of every cell below has each repeat as "
+        "recorded in summary.csv.</p>",
         *(verdict_html(v) for v in verdicts(a)),
         "<h2 id='charts'>Charts</h2>",
         *(chart_html(name, svg) for name, svg in charts_svg.items()),
