@@ -35,8 +35,8 @@ sse_heartbeat_s = 0
 [load]
 clients = {clients}
 duration_s = {duration_s}
-warmup_s = 0.3
-ramp_up_s = 0.1
+warmup_s = {warmup_s}
+ramp_up_s = {ramp_up_s}
 poll_interval_s = {poll_interval_s}
 send_interval_s = 0.05
 {extra_load}
@@ -74,6 +74,8 @@ def run_loadgen(
     duration_s: float = 1.0,
     poll_interval_s: float = 0.2,
     extra_load: str = "",
+    warmup_s: float = 0.3,
+    ramp_up_s: float = 0.1,
     args: tuple[str, ...] = (),
     on_start: Any = None,
 ) -> Run:
@@ -85,6 +87,8 @@ def run_loadgen(
             clients=clients,
             duration_s=duration_s,
             poll_interval_s=poll_interval_s,
+            warmup_s=warmup_s,
+            ramp_up_s=ramp_up_s,
             extra_load=extra_load,
         )
         + textwrap.dedent(tables)
@@ -344,3 +348,28 @@ def test_ctrl_c_leaves_no_half_written_folder(tmp_path: Path) -> None:
     assert run.rc == 130
     out = tmp_path / "results"
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_many_clients_on_two_workers_lose_nothing(tmp_path: Path) -> None:
+    """300 clients split over two worker processes, every transport: every event to every client, once."""
+    run = run_loadgen(
+        tmp_path,
+        """
+        [matrix]
+        transport = ["poll", "longpoll", "sse", "ws"]
+        """,
+        clients=300,
+        rate_hz=10,
+        warmup_s=0.5,
+        ramp_up_s=0.5,
+        extra_load="workers = 2",
+    )
+    assert run.rc == 0, run.stderr
+    for row in run.summary.itertuples():
+        meta = run.cell_meta(row.cell_id)
+        assert row.status == "ok", meta["warnings"]
+        assert row.messages_received == row.messages_expected == 300 * 10, row.transport
+        assert row.messages_duplicated == 0 and row.errors == 0 and row.clients_late == 0
+        assert sorted(w["clients"] for w in meta["workers"]) == [150, 150]
+        assert row.connections_peak == 300  # the server saw every client at once
