@@ -219,13 +219,16 @@ def start_server(cell: Cell, log_dir: Path) -> ServerProcess:
 def reference_event(server: ServerProcess) -> tuple[int, int]:
     """(seq, ts) of one published event: fixes the phase of the feed's tick schedule."""
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        latest = int(server.get_json("/poll")["cursor"])
-        if latest >= 1:
-            events = server.get_json(f"/poll?after={latest - 1}")["events"]
-            if events:
-                return int(events[-1]["seq"]), int(events[-1]["ts"])
-        time.sleep(0.02)
+    try:
+        while time.monotonic() < deadline:
+            latest = int(server.get_json("/poll")["cursor"])
+            if latest >= 1:
+                events = server.get_json(f"/poll?after={latest - 1}")["events"]
+                if events:
+                    return int(events[-1]["seq"]), int(events[-1]["ts"])
+            time.sleep(0.02)
+    except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
+        raise CellFailed(f"could not read an event from {server.url}/poll: {exc}") from None
     raise CellFailed("the server published no event")
 
 
@@ -388,6 +391,8 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
             run.warnings.append("uvloop is not installed: workers ran on the default asyncio loop")
     except CellFailed as exc:
         run.fail(str(exc), status="failed")
+    except Exception as exc:  # one broken cell must not lose the others' results
+        run.fail(f"load generator error: {type(exc).__name__}: {exc}", status="failed")
     finally:
         for proc, pipe in workers:
             with contextlib.suppress(OSError):
