@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, RunningServer, run, running_server, timeout
 from rawwire import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, RawWebSocket, client_frame, get, http_request
 
+import servers.__main__
 from servers.__main__ import main as servers_main
 
 FAST = ("feed.rate_hz=50", "feed.payload_bytes=20")
@@ -231,6 +232,17 @@ CONFIG_CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("", ("server.host=",), "VALUE is not a TOML value"),
     ("", ("server.port=80.5",), "server.port: must be an integer, got 80.5 (float) (from --set)"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config that should have been refused fails the test at once instead of serving forever in-process."""
+
+    def refuse(main: Any) -> None:
+        main.close()
+        raise AssertionError("the config was accepted and the server was about to start")
+
+    monkeypatch.setattr(servers.__main__, "run_loop", refuse)
 
 
 def run_servers_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
