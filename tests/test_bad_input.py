@@ -349,3 +349,23 @@ def test_port_in_use_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_load_generator_refuses_bad_input_and_leaves_no_results_folder(tmp_path: Path) -> None:
+    """``python -m loadgen``: a bad config and a bad --set are named together, exit 2, no folder is created."""
+    config = tmp_path / "run.toml"
+    config.write_text("[feed]\nrate_hz = 0\n[load]\nclients = -1\n")
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", "--config", str(config), "--set", "load.transport=ftp", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout(60),
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    for fragment in ("feed.rate_hz", "load.clients", "load.transport: must be one of"):
+        assert any(line.startswith(f"{config}: ") and fragment in line for line in lines), (fragment, lines)
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
