@@ -161,6 +161,9 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         per_client = events_published if load["scenario"] == "feed" else 0
         expected += missing_clients * per_client
         lost += missing_clients * per_client
+    counter_errors = sum(r.counter_errors for r in results)
+    if counter_errors:
+        run.fail(f"TCP_INFO could not be read {counter_errors} times: the byte and segment counts are incomplete")
     late = sum(r.clients_late for r in results)
     if late:
         run.warnings.append(
@@ -276,6 +279,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "workers": per_worker,
         "server_exit": run.server_exit,
         "latency_out_of_range": sum(r.latency_out_of_range for r in results),
+        "tcp_info_failures": counter_errors,
     }
     return CellSummary(row, encode_histogram(histogram), connections, meta, reasons)
 
