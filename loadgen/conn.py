@@ -142,7 +142,7 @@ class Connection:
         self.conn_seq = conn_seq
         self.reader = reader
         self.writer = writer
-        self.timeout_s = timeout_s
+        self.timeout_s: float | None = timeout_s  # per read or send; None for streams that may stay quiet
         self.down_offset = 0  # bytes consumed from the received stream
         self.up_offset = 0  # bytes written to the sent stream
         self.ledger = PayloadLedger()
@@ -232,7 +232,7 @@ class Connection:
         return offset, data
 
     async def read_some(self, what: str, limit: int = 65536, timeout_s: float | None = None) -> tuple[int, bytes]:
-        """Up to ``limit`` bytes; b"" at end of stream."""
+        """Up to ``limit`` bytes; b"" at end of stream. ``timeout_s`` replaces the connection's for this read."""
         if timeout_s is not None:
             saved, self.timeout_s = self.timeout_s, timeout_s
             try:

@@ -98,7 +98,7 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
     client.ready()
     parser = SseParser()
     # Heartbeats arrive every sse_heartbeat_s at most, so silence is not an error: wait until stopped.
-    conn.timeout_s = 3600.0
+    conn.timeout_s = None
     while True:
         offset, data = await conn.read_chunk()
         if not data:

@@ -124,7 +124,7 @@ async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, t
 async def receive(ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
     """Deliver text frames until the connection ends (a ClientError says why)."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
-    conn.timeout_s = 3600.0  # a quiet feed is not an error; the cell's stop ends the wait
+    conn.timeout_s = None  # a quiet feed is not an error; the cell's stop ends the wait
     while True:
         head, offset, payload = await read_frame(conn)
         received_ns = time.time_ns()
