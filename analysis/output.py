@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-PNG_DPI = 110
+PNG_DPI = 120
 
 
 def render_figure(fig: Figure) -> tuple[bytes, bytes]:

@@ -1,4 +1,4 @@
-"""The HTML report: one self-contained page (charts embedded as base64 SVG), read top to bottom."""
+"""The HTML report: one self-contained page (charts embedded as base64 PNG), read top to bottom."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
-th{background:#f4f4f4}td.text,th.text{text-align:left}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.text,th.text{text-align:left}
 .scroll{overflow-x:auto;max-width:100%}
 .verdict{border-left:4px solid #999;padding:.3em 1em;margin:1em 0;background:#fafafa}
 .holds{border-color:#009E73}.partly-holds{border-color:#E69F00}.does-not-hold{border-color:#D55E00}
@@ -165,11 +165,13 @@ def verdict_html(v: Verdict) -> str:
     )
 
 
-def chart_html(name: str, svg: bytes) -> str:
-    data = base64.b64encode(svg).decode("ascii")
+def chart_html(name: str, png: bytes) -> str:
+    # PNG rather than SVG inside the page: browsers drop matplotlib's SVG hatch patterns in <img>, and the
+    # hatching tells payload from overhead in the header chart. The SVGs sit beside the report for print.
+    data = base64.b64encode(png).decode("ascii")
     return (
         f'<figure id="chart-{name}"><h3>{esc(TITLES.get(name, name))}</h3>'
-        f'<img alt="{esc(TITLES.get(name, name))} chart" src="data:image/svg+xml;base64,{data}">'
+        f'<img alt="{esc(TITLES.get(name, name))} chart" src="data:image/png;base64,{data}">'
         f"<figcaption>{esc(CAPTIONS.get(name, ''))} Files: charts/{name}.svg, charts/{name}.png.</figcaption>"
         "</figure>"
     )
@@ -192,7 +194,7 @@ def classic_html(rows: list[ClassicRow]) -> str:
             r.overhead_bytes_per_client_per_s,
         ]
         for i in range(len(CLIENT_COUNTS)):
-            line += [r.overhead_mbps[i], r.reference_mbps[i] if r.reference_mbps else "not in the reference"]
+            line += [r.overhead_mbps[i], r.reference_mbps[i] if r.reference_mbps else None]
         line.append(r.wire_mbps[-1])
         body.append(line)
     explanations = "".join(
@@ -208,7 +210,8 @@ def classic_html(rows: list[ClassicRow]) -> str:
         "the Scaling chart shows whether cost was linear over the clients that were. The reference column is "
         f"cited from {esc(REFERENCE_CITATION)}: {REFERENCE_POLL_HEADER_BYTES} bytes of headers per poll at one poll "
         f"per second (polling) and a {REFERENCE_WS_FRAME_BYTES}-byte frame header per message at one message per "
-        "second (WebSocket). The last column adds the payload and TCP/IP headers: everything the network carried.</p>"
+        "second (WebSocket); it has no figures for long polling and SSE (–). The last column adds the payload and "
+        "TCP/IP headers: everything the network carried.</p>"
     )
     if not rows:
         return "<h2 id='classic'>The classic table</h2><p>No feed cells at the baseline settings.</p>"
@@ -241,7 +244,7 @@ def warnings_html(items: list[str]) -> str:
     return f"<h2 id='warnings'>Warnings ({len(items)})</h2><ul>{lis}</ul>"
 
 
-def render(a: Analysis, charts_svg: Mapping[str, bytes]) -> str:
+def render(a: Analysis, charts_png: Mapping[str, bytes]) -> str:
     """The whole report as one HTML string."""
     found = warnings(a)
     banner = (
@@ -261,7 +264,7 @@ def render(a: Analysis, charts_svg: Mapping[str, bytes]) -> str:
         "recorded in summary.csv.</p>",
         *(verdict_html(v) for v in verdicts(a)),
         "<h2 id='charts'>Charts</h2>",
-        *(chart_html(name, svg) for name, svg in charts_svg.items()),
+        *(chart_html(name, png) for name, png in charts_png.items()),
         classic_html(classic_rows(a.cells, a.base)),
         cells_html(a),
         warnings_html(found),

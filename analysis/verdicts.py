@@ -16,6 +16,7 @@ import pandas as pd
 from analysis.fmt import fmt
 from analysis.metrics import HEADLINES, NOISY_SPREAD, TRANSPORT_NAMES, first, records, slice_cells, transports_in
 from analysis.model import Analysis
+from analysis.results import ERROR_KINDS
 
 PUSH = ("sse", "ws")  # transports that claim to keep one connection per client for the whole session
 # A push transport "keeps one connection" when, inside the window, it opened fewer than this many new
@@ -260,9 +261,7 @@ def warnings(a: Analysis) -> list[str]:
             )
         if row["errors"] > 0:
             kinds = ", ".join(
-                f"{fmt(row[f'errors_{k}'])} {k.replace('_', ' ')}"
-                for k in ("connect", "timeout", "http_status", "protocol", "disconnect")
-                if row[f"errors_{k}"] > 0
+                f"{fmt(row[f'errors_{k}'])} {k.replace('_', ' ')}" for k in ERROR_KINDS if row[f"errors_{k}"] > 0
             )
             out.append(f"{where}: {fmt(row['errors'])} errors ({kinds}).")
         for w in (by_id.get(row["cell_id"]) or {}).get("warnings") or []:
