@@ -59,6 +59,11 @@ def describe_cell(cell: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def feed_base(a: Analysis) -> dict[str, Any]:
+    """The baseline, in the feed scenario: the three claims are about pushing events, not echoing them."""
+    return {**a.base, "scenario": "feed"}
+
+
 def _cell(cells: pd.DataFrame, transport: str) -> Mapping[str, Any] | None:
     match = cells[cells["transport"] == transport]
     return None if match.empty else first(match)
@@ -68,7 +73,7 @@ def one_connection(a: Analysis) -> Verdict:
     claim = (
         "One connection: a push transport keeps one TCP connection per client, where polling keeps opening new ones."
     )
-    chosen = slice_cells(a.cells, a.base, free=("keepalive",))
+    chosen = slice_cells(a.cells, feed_base(a), free=("keepalive",))
     push = [c for t in PUSH if (c := _cell(chosen[chosen["keepalive"] == a.base["keepalive"]], t)) is not None]
     if not push:
         return Verdict(claim, "not measured", "This run has no SSE or WebSocket feed cell at the baseline settings.")
@@ -113,7 +118,7 @@ def server_push(a: Analysis) -> Verdict:
     claim = (
         "Server push: an event reaches the client as soon as it is published, where polling waits for the next poll."
     )
-    chosen = slice_cells(a.cells, a.base, free=())
+    chosen = slice_cells(a.cells, feed_base(a), free=())
     poll = _cell(chosen, "poll")
     pushes = [c for t in ("longpoll", "sse", "ws") if (c := _cell(chosen, t)) is not None]
     if not pushes:
@@ -140,7 +145,7 @@ def server_push(a: Analysis) -> Verdict:
         return Verdict(claim, "not measured", " ".join([*sentences, "Some cells delivered no events."]))
     best = min(pushes, key=lambda c: float(c["latency_p50_ms"]))
     factor = p50_poll / float(best["latency_p50_ms"]) if float(best["latency_p50_ms"]) > 0 else math.inf
-    by_rate = slice_cells(a.cells, a.base, free=("rate_hz",))
+    by_rate = slice_cells(a.cells, feed_base(a), free=("rate_hz",))
     rates_ok = []
     for rate, group in by_rate.groupby("events_per_s"):
         p = group[group["transport"] == "poll"]["latency_p50_ms"]
@@ -170,7 +175,7 @@ def lighter_headers(a: Analysis) -> Verdict:
     claim = (
         "Lighter headers: WebSocket frames cost a few bytes where every HTTP poll repeats hundreds of bytes of headers."
     )
-    chosen = slice_cells(a.cells, a.base, free=("header_profile",))
+    chosen = slice_cells(a.cells, feed_base(a), free=("header_profile",))
     sentences = []
     outcomes = []
     for profile in ("minimal", "browser", "custom"):
@@ -264,6 +269,13 @@ def warnings(a: Analysis) -> list[str]:
                 f"{fmt(row[f'errors_{k}'])} {k.replace('_', ' ')}" for k in ERROR_KINDS if row[f"errors_{k}"] > 0
             )
             out.append(f"{where}: {fmt(row['errors'])} errors ({kinds}).")
+        clamped = (by_id.get(row["cell_id"]) or {}).get("latency_out_of_range") or 0
+        if isinstance(clamped, int | float) and clamped > 0:
+            out.append(
+                f"{where}: {fmt(clamped)} of {fmt(row['messages_received'])} latencies fell outside the histogram's "
+                "1 µs – 60 s range and were clamped to its edge; below 1 µs means a message arrived before its "
+                "intended time (the sender's or publisher's timer fired early), so the low percentiles are biased."
+            )
         for w in (by_id.get(row["cell_id"]) or {}).get("warnings") or []:
             # The load generator words saturation and loss itself; those are reported above from summary.csv.
             if (row["saturated"] and str(w).startswith("saturated")) or "were not received" in str(w):

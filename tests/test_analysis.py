@@ -236,6 +236,30 @@ def test_compare_prints_the_ratio_of_the_two_runs(runs: Runs) -> None:
             assert shown["judge"] == ("within noise" if within else "differs"), (cell, figure, a, b)
 
 
+def test_failed_and_troubled_cells_are_reported_not_hidden(
+    runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = broken_copy(runs.a, tmp_path)
+    rows = summary_rows(run)
+    failed, troubled = rows[0], rows[2]  # poll repeat 1 fails; ws repeat 1 loses messages and times out
+    failed["status"] = "failed"
+    for col in ("duration_s", "messages_received", "latency_p50_ms", "server_cpu_s", "connections_peak"):
+        failed[col] = ""
+    troubled.update(status="incomplete", messages_lost="7", errors="3", errors_timeout="3")
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main([str(run)]) == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert f"{failed['cell_id']} (poll, feed" in page and "status failed: left out of charts." in page
+    assert "7 messages lost and 0 duplicated" in page and "3 errors (3 timeout)" in page
+    # The classic table's poll row now rests on the one repeat that was measured.
+    classic = Tables()
+    classic.feed(page)
+    assert classic.tables["classic"][0]["cell_ids"] == rows[1]["cell_id"]
+
+
 # --- missing or malformed results ----------------------------------------------------------------------
 
 
