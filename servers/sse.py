@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from servers.feed import Event, FeedClosed, StaleCursor
-from servers.limits import SlowClient, bound_send_buffer, check_room, drop
+from servers.limits import SlowClient, bound_send_buffer, drop, make_room
 from servers.state import check_future_cursor, json_error, parse_cursor, stale_cursor_error, state
 
 TRANSPORT = "sse"
@@ -48,7 +48,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         async for event in st.feed.follow(after, heartbeat):
             record = HEARTBEAT if event is None else sse_record(event)
-            check_room(transport, len(record), send_buffer_bytes)
+            await make_room(transport, len(record), send_buffer_bytes)
             await response.write(record)
             if event is not None:
                 st.stats.deliveries[TRANSPORT] += 1

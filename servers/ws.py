@@ -11,7 +11,7 @@ import contextlib
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from servers.feed import FeedClosed, StaleCursor
-from servers.limits import SlowClient, bound_send_buffer, check_room, drop, is_valid_close_code
+from servers.limits import SlowClient, bound_send_buffer, drop, is_valid_close_code, make_room
 from servers.state import check_future_cursor, parse_cursor, stale_cursor_error, state
 
 TRANSPORT = "ws"
@@ -27,7 +27,7 @@ async def _push(ws: web.WebSocketResponse, request: web.Request, after: int) -> 
         async for event in st.feed.follow(after):
             if event is None or ws.closed:
                 continue
-            check_room(transport, len(event.body) + MAX_FRAME_HEADER_BYTES, send_buffer_bytes)
+            await make_room(transport, len(event.body) + MAX_FRAME_HEADER_BYTES, send_buffer_bytes)
             await ws.send_frame(event.body, WSMsgType.TEXT)
             st.stats.deliveries[TRANSPORT] += 1
     except SlowClient:

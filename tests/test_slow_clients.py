@@ -195,3 +195,32 @@ def test_websocket_ping_finds_a_dead_peer() -> None:
 async def _pump(ws: aiohttp.ClientWebSocketResponse, into: asyncio.Queue[Any]) -> None:
     async for msg in ws:
         await into.put(msg)
+
+
+def test_a_burst_bigger_than_the_send_buffer_does_not_drop_a_reader_that_keeps_up() -> None:
+    """A tick of 50 x 16 KiB events overflows a 64 KiB send buffer at once; a reading client must not pay."""
+
+    async def body() -> None:
+        async with running_server(
+            "feed.rate_hz=5", "feed.burst=50", "feed.payload_bytes=16384", "feed.history=1000",
+            "server.send_buffer_bytes=65536",
+        ) as srv:  # fmt: skip
+            await srv.state.feed.wait_after(0, timeout(5))
+            start = srv.state.feed.latest_seq
+            stop = asyncio.Event()
+            seqs: list[list[int]] = [[], []]
+            lat_ms: list[float] = []
+            ws_url = srv.url.replace("http", "ws")
+            clients = [
+                asyncio.create_task(fast_sse(srv.url, start, seqs[0], lat_ms, stop)),
+                asyncio.create_task(fast_ws(ws_url, start, seqs[1], lat_ms, stop)),
+            ]
+            await srv.state.feed.wait_after(start + 200, timeout(5))
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*clients), timeout(5))
+            assert srv.state.stats.slow_client_drops == 0
+            for got in seqs:
+                assert got[:200] == list(range(start + 1, start + 201)), got[:5]
+
+    run(body())
