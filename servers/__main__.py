@@ -94,6 +94,8 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.config == "":  # `--config "$CONFIG"` with CONFIG unset must not silently mean the defaults
+            raise ConfigError("--config", ["empty file name"])
         config = load_config(args.config, args.overrides) if args.config else default_config(args.overrides)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -313,6 +313,11 @@ def test_bad_command_line_exits_2_with_usage(
     assert "usage: python -m servers" in err and fragment in err
 
 
+def test_empty_config_name_is_refused_not_read_as_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_servers_cli(capsys, "--config", "")
+    assert (code, out, err) == (2, "", "--config: empty file name\n")
+
+
 def test_every_problem_in_one_message_from_the_real_command(tmp_path: Path) -> None:
     path = tmp_path / "typos.toml"
     path.write_text("[feed]\nrate_hz = 0\n[server]\nmax_conections = 5\nsend_buffer_bytes = 1\n")
