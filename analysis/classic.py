@@ -129,10 +129,16 @@ def explain(cell: Mapping[str, Any]) -> str:
             f"control frames or a handshake add to it when they fall in the window. Upstream cost {fmt(up)} B/s "
             f"per client (client frames are masked: 4 more bytes each). {common}"
         )
+    once = (
+        " Its request headers went out once, when the connection opened before the window, so the header profile "
+        "does not show here."
+        if up < 1
+        else ""
+    )
     return (
         f"{name[0].upper() + name[1:]} is not in the reference (it compares polling with WebSocket only). Here it "
         f"cost {fmt(up)} B/s upstream and {fmt(down)} B/s downstream of overhead per client, delivering "
-        f"{fmt(events_per_client_s)} events/s per client with {profile}. {common}"
+        f"{fmt(events_per_client_s)} events/s per client with {profile}.{once} {common}"
     )
 
 

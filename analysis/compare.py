@@ -83,7 +83,9 @@ def compare(run_a: Analysis, run_b: Analysis) -> tuple[list[Difference], int, in
 
 def format_comparison(run_a: Analysis, run_b: Analysis) -> str:
     diffs, only_a, only_b = compare(run_a, run_b)
-    lines = [f"A = {run_a.run.path}", f"B = {run_b.run.path}", "ratio = B / A", ""]
+    lines = [f"A = {run_a.run.path}", f"B = {run_b.run.path}", "ratio = B / A"]
+    lines += [f"note: {d}" for d in metadata_differences(run_a.run.meta, run_b.run.meta)]
+    lines.append("")
     if not diffs:
         lines.append("no cell was measured by both runs")
     current = None
@@ -100,3 +102,26 @@ def format_comparison(run_a: Analysis, run_b: Analysis) -> str:
         f"{len(diffs) - differs - noise} without repeats to judge; cells only in A: {only_a}, only in B: {only_b}."
     )
     return "\n".join(lines)
+
+
+def metadata_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """What differs between two runs besides the code under test: machine, Python, packages, config."""
+    out = []
+    for key in ("cpu_model", "cpu_count", "memory_bytes", "kernel", "hostname"):
+        va, vb = (a.get("machine") or {}).get(key), (b.get("machine") or {}).get(key)
+        if va != vb:
+            out.append(f"machine {key} differs (A: {va}, B: {vb}): differences may come from the machine")
+    if a.get("python") != b.get("python"):
+        out.append(f"Python differs (A: {a.get('python')}, B: {b.get('python')})")
+    pa, pb = a.get("packages") or {}, b.get("packages") or {}
+    for name in sorted(set(pa) | set(pb)):
+        if pa.get(name) != pb.get(name):
+            out.append(f"package {name} differs (A: {pa.get(name)}, B: {pb.get(name)})")
+    if a.get("git_commit") != b.get("git_commit"):
+        out.append(f"git commit differs (A: {a.get('git_commit')}, B: {b.get('git_commit')})")
+    for section in ("feed", "server", "load"):
+        sa, sb = (a.get("config") or {}).get(section) or {}, (b.get("config") or {}).get(section) or {}
+        for key in sorted(set(sa) | set(sb)):
+            if sa.get(key) != sb.get(key) and key not in ("seed",):
+                out.append(f"config {section}.{key} differs (A: {sa.get(key)!r}, B: {sb.get(key)!r})")
+    return out

@@ -206,7 +206,7 @@ def test_compare_prints_the_ratio_of_the_two_runs(runs: Runs) -> None:
         m = HEADLINE.match(line)
         if m:
             cells[current][m["figure"]] = m.groupdict()
-        elif line and not line.startswith((" ", "A =", "B =", "ratio =")) and "matching cells" not in line:
+        elif line and not line.startswith((" ", "A =", "B =", "ratio =", "note:")) and "matching cells" not in line:
             current = line
             cells[current] = {}
     assert sorted(c.split(",")[0] for c in cells) == ["poll", "ws"]
