@@ -80,7 +80,8 @@ def describe(base: dict[str, Any], free: tuple[str, ...] = ()) -> str:
         parts.append(f"{fmt(base['payload_bytes'])}-B payload")
     if "header_profile" not in free:
         parts.append(f"{base['header_profile']} headers")
-    parts.append(f"poll every {fmt(base['poll_interval_s'])} s")
+    if "poll_interval_s" not in free:
+        parts.append(f"poll every {fmt(base['poll_interval_s'])} s")
     if not base.get("keepalive", True):
         parts.append("no keep-alive")
     return ", ".join(parts)
@@ -343,7 +344,11 @@ def latency(a: Analysis) -> Figure:
                     linestyle="--",
                     label="p99 (dashed line, hollow)",
                 ),
-            ]
+            ],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=3,
+            fontsize=7,
         )
     else:
         no_data(ax, "feed cells varying the event rate")
@@ -371,7 +376,10 @@ def latency(a: Analysis) -> Figure:
                 ax.annotate(fmt(v), (positions[i] + (j - 0.5) * 0.4, v), ha="center", va="bottom", fontsize=7)
         ax.set_xticks(positions, [label(t) for t in ts])
         ax.set_ylabel("round trip from intended send time (ms)")
-        ax.set_title(f"Echo round trip: p50 (solid) and p99 (hatched)\n{describe(a.base)}")
+        ax.set_title(
+            "Echo round trip: p50 (solid) and p99 (hatched)\n"
+            + describe(a.base, ("rate_hz", "poll_interval_s"))  # neither applies to echo
+        )
     fig.suptitle("Latency: how long after its intended time each event reached the client")
     return fig
 
