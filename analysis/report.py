@@ -110,6 +110,19 @@ def table(
     return "".join(out)
 
 
+def run_length(meta: Mapping[str, Any]) -> str:
+    """' (8 min 6 s)' from run.json's ISO start and end times, or '' when either is missing."""
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(str(meta["started_at"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(meta["ended_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return ""
+    seconds = int((end - start).total_seconds())
+    return f" ({seconds // 60} min {seconds % 60} s)"
+
+
 def what_was_run(a: Analysis) -> str:
     meta = a.run.meta
     machine = meta.get("machine", {})
@@ -122,7 +135,7 @@ def what_was_run(a: Analysis) -> str:
             f"{meta.get('config_source', 'unknown')}"
             + (f" with --set {' '.join(meta['overrides'])}" if meta.get("overrides") else ""),
         ),
-        ("Started / ended (UTC)", f"{meta.get('started_at', '?')} → {meta.get('ended_at', '?')}"),
+        ("Started / ended (UTC)", f"{meta.get('started_at', '?')} → {meta.get('ended_at', '?')}{run_length(meta)}"),
         ("Cells", f"{len(a.cells)} cells, {len(a.rows)} measured windows (cells × repeats)"),
         (
             "Machine",

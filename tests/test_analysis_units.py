@@ -240,3 +240,10 @@ def test_read_summary_names_the_culprit(tmp_path: Path, changes: dict[str, str],
         read_summary(write_summary(tmp_path / "summary.csv", **changes))
     assert culprit in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_run_length_from_run_json_times() -> None:
+    from analysis.report import run_length
+
+    assert run_length({"started_at": "2026-11-26T16:55:11Z", "ended_at": "2026-11-26T17:03:09Z"}) == " (7 min 58 s)"
+    assert run_length({"started_at": "2026-11-26T16:55:11Z"}) == ""
