@@ -188,6 +188,25 @@ def test_classic_table_is_the_measured_overhead_extrapolated(runs: Runs, report_
         assert tuple(shown[f"reference_mbps_{n}"] for n in (1_000, 10_000, 100_000)) == reference[shown["transport"]]
 
 
+@pytest.mark.timeout(timeout(240))
+def test_headline_figures_are_means_of_the_repeats_in_summary_csv(runs: Runs, report_a: tuple[Path, Tables]) -> None:
+    _, page = report_a
+    rows = summary_rows(runs.a)
+    shown = page.tables["headlines"]
+    assert len(shown) == 2
+    for cell in shown:
+        mine = [r for r in rows if r["cell_id"] in cell["cell_ids"].split(", ")]
+        wire = [
+            (float(r["bytes_down_tcp"]) + float(r["bytes_up_tcp"]) + float(r["bytes_tcpip_headers"]))
+            / float(r["messages_received"])
+            for r in mine
+        ]
+        p99 = [float(r["latency_p99_ms"]) for r in mine]
+        assert cell["wire_bytes_per_event"] == fmt(sum(wire) / len(wire))
+        assert cell["latency_p99_ms"] == fmt(sum(p99) / len(p99))
+        assert cell["latency_p99_ms__spread"] == fmt(100 * (max(p99) - min(p99)) / (sum(p99) / len(p99)))
+
+
 HEADLINE = re.compile(
     r"^  (?P<figure>.+?) \[(?P<unit>.+?)\]: A (?P<a>\S+)  B (?P<b>\S+)  ratio (?P<ratio>\S+)  (?P<judge>.+)$"
 )
