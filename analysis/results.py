@@ -88,7 +88,6 @@ SUMMARY_COLUMNS = [
     "window_start_ns",
     "window_end_ns",
 ]
-NUMBER_COLUMNS = tuple(c for c in SUMMARY_COLUMNS if c not in STR_COLUMNS and c not in BOOL_COLUMNS)
 ERROR_KINDS = ("connect", "timeout", "http_status", "protocol", "disconnect")
 STATUSES = ("ok", "incomplete", "failed")
 
