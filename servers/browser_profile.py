@@ -262,7 +262,10 @@ async def record(executable: str, timeout_s: float, headed: bool) -> tuple[Recor
     host = f"127.0.0.1:{proxy_server.sockets[0].getsockname()[1]}"
     async with contextlib.AsyncExitStack() as stack:
         env = await stack.enter_async_context(virtual_display()) if headed else None
-        profile_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="pushbench-chromium-"))
+        # Chromium's helper processes may still be writing the profile as it exits: don't fail the recording on it.
+        profile_dir = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="pushbench-chromium-", ignore_cleanup_errors=True)
+        )
         browser = await asyncio.create_subprocess_exec(
             executable, *([] if headed else ["--headless"]), *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}",
             f"http://{host}/",
