@@ -99,16 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     err = Console(stderr=True, highlight=False)
     problems: list[str] = []
+    # Every problem is named at once (the config's, the header profiles', --out's) before anything runs.
+    config = None
+    profiles: dict[int, HeaderProfile] = {}
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_CONFIG
-    cells = expand_cells(config)
-    profiles, problems = profiles_for(cells, config.source)
+        problems.extend(line for line in str(exc).splitlines() if line.strip())
+    cells = expand_cells(config) if config is not None else []
+    if config is not None:
+        profiles, problems = profiles_for(cells, config.source)
     folder: RunFolder | None = None
     try:
-        folder = RunFolder(Path(args.out), config.name)
+        folder = RunFolder(Path(args.out), config.name if config is not None else Path(args.config).stem)
     except OutputError as exc:
         problems.append(f"--out {exc}")
     if problems:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None:
             folder.discard()
         return EXIT_CONFIG
-    assert folder is not None
+    assert folder is not None and config is not None
 
     runs = [(cell, r) for cell in cells for r in range(1, cell.load["repeat"] + 1)]
     estimates = [cell_seconds(cell) for cell, _ in runs]

@@ -111,15 +111,21 @@ class ClientContext:
         return conn if conn is not None else await self.connect(client)
 
     async def sleep_until(self, wall_ns: int) -> bool:
-        """Sleep until ``wall_ns``; False if the cell stopped first."""
-        delay = (wall_ns - time.time_ns()) / NS_PER_S
-        if delay <= 0:
-            return not self.stop.is_set()
-        try:
-            async with asyncio.timeout(delay):
-                await self.stop.wait()
-        except TimeoutError:
-            return True
+        """Sleep until ``wall_ns`` has passed on the wall clock; False if the cell stopped first.
+
+        uvloop (libuv) rounds timer delays to whole milliseconds and measures them from a cached loop time,
+        so a timer can fire up to ~0.5 ms early. A send made then goes out before its intended time and its
+        reply can arrive before it too (a latency < 0), so wake again until the intended time has passed.
+        """
+        while not self.stop.is_set():
+            delay = (wall_ns - time.time_ns()) / NS_PER_S
+            if delay <= 0:
+                return True
+            try:
+                async with asyncio.timeout(delay):
+                    await self.stop.wait()
+            except TimeoutError:
+                continue
         return False
 
     async def after_failure(self, client: ClientState, exc: ClientError) -> bool:

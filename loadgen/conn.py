@@ -103,17 +103,20 @@ class WindowBook:
     opened_in_window: int = 0
     concurrent_peak: int = 0
     counter_errors: int = 0
+    sweep_end_mono: float = float("-inf")  # when the last window-edge TCP_INFO sweep returned (time.monotonic)
 
     def start(self) -> None:
         self.phase = Phase.IN
         for conn in list(self.open):
             conn.mark_start()
         self.concurrent_peak = len(self.open)
+        self.sweep_end_mono = time.monotonic()
 
     def end(self) -> None:
         for conn in list(self.open):
             conn.mark_end()
         self.phase = Phase.AFTER
+        self.sweep_end_mono = time.monotonic()
 
 
 @dataclass

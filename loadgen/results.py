@@ -122,6 +122,9 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             "clients": r.clients,
             "loop": r.loop,
             "cpu_pct": cpu_percent(r.cpu_s, r.wall_s) if r.wall_s > 0 else None,
+            "runqueue_wait_pct": (
+                cpu_percent(r.runqueue_wait_s, r.wall_s) if r.wall_s > 0 and r.runqueue_wait_s is not None else None
+            ),
             "loop_lag_p99_ms": (
                 merge_histograms([r.lag_encoded]).get_value_at_percentile(99) / 1000.0 if r.lag_encoded else None
             ),
@@ -134,7 +137,13 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
     worst_lag = max(lag_p99s, default=float("nan"))
     reasons = saturation_reasons(busiest_cpu, worst_lag) if cpu_pcts else []
     if reasons:
-        run.warnings.append("saturated: " + "; ".join(reasons) + " (this cell measured the client)")
+        waits = [w["runqueue_wait_pct"] for w in per_worker if w["runqueue_wait_pct"] is not None]
+        waited = (
+            f"; a worker waited for a free CPU {max(waits):.0f}% of the window (a busy machine delays the client)"
+            if waits and max(waits) >= 10
+            else ""
+        )
+        run.warnings.append("saturated: " + "; ".join(reasons) + waited + " (this cell measured the client)")
     s0, s1 = run.stats_start or {}, run.stats_end or {}
 
     def delta(key: str) -> Any:
@@ -302,6 +311,7 @@ class RunFolder:
         self.stamp = utc_stamp()
         self.name = f"{self.stamp}-{config_name}"
         self.tmp = out / f".tmp-{self.name}-{os.getpid()}"
+        self._created_out = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
             self.tmp.mkdir()
@@ -314,7 +324,11 @@ class RunFolder:
             raise OutputError(f"{out}: cannot write results there: {exc.strerror or exc}") from None
 
     def discard(self) -> None:
+        """Remove the temporary folder, and ``out`` too when this run created it (nothing written)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._created_out:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # only when empty
 
     def finish(self) -> Path:
         """Rename to the final name (never over an existing folder) and point ``latest`` at it."""

@@ -179,30 +179,39 @@ async def _send_echoes(ctx: ClientContext, client: ClientState, conn: Connection
         await conn.drain()
 
 
+async def _echo_session(ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool) -> None:
+    """A sender on the schedule and a receiver on one open WebSocket, until one of them fails (its error is
+    raised) or the cell stops. Both tasks are finished and their outcomes retrieved before this returns, also
+    when it is cancelled: an orphaned receiver would fail when the connection is aborted at teardown, with an
+    exception nobody retrieves."""
+    sender = asyncio.create_task(_send_echoes(ctx, client, conn))
+    receiver = asyncio.create_task(receive(ctx, client, conn, deflate, feed=False))
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sender.cancel()
+        receiver.cancel()
+        outcomes = await asyncio.gather(sender, receiver, return_exceptions=True)
+    for task, outcome in zip((sender, receiver), outcomes, strict=True):
+        if task in done and isinstance(outcome, Exception):
+            raise outcome
+
+
 async def run_echo(ctx: ClientContext, client: ClientState) -> None:
     """Echo over one WebSocket: a sender on the schedule and a receiver matching replies by seq."""
     conn: Connection | None = None
     try:
         while not ctx.stop.is_set():
-            sender: asyncio.Task[None] | None = None
             try:
                 conn = await ctx.connect(client)
                 deflate = await handshake(ctx, client, conn, "/ws?mode=echo")
-                sender = asyncio.create_task(_send_echoes(ctx, client, conn))
-                receiver = asyncio.create_task(receive(ctx, client, conn, deflate, feed=False))
-                done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_EXCEPTION)
-                receiver.cancel()
-                for task in done:
-                    task.result()
+                await _echo_session(ctx, client, conn, deflate)
             except ClientError as exc:
                 if conn is not None:
                     conn.abort()
                     conn = None
                 if not await ctx.after_failure(client, exc):
                     break
-            finally:
-                if sender is not None:
-                    sender.cancel()
     finally:
         if conn is not None:
             conn.abort()

@@ -373,3 +373,54 @@ def test_many_clients_on_two_workers_lose_nothing(tmp_path: Path) -> None:
         assert row.messages_duplicated == 0 and row.errors == 0 and row.clients_late == 0
         assert sorted(w["clients"] for w in meta["workers"]) == [150, 150]
         assert row.connections_peak == 300  # the server saw every client at once
+
+
+def test_echo_latency_is_never_below_the_loopback_round_trip(tmp_path: Path) -> None:
+    """An echo reply cannot come back before its intended send time: every sample is a real round trip.
+
+    uvloop's timers fire up to ~0.5 ms early, so a send that trusted the timer went out before its intended
+    time and a loopback reply (tens of µs) often arrived before it too: latencies < 1 µs, clamped into the
+    histogram and counted in ``latency_out_of_range``. Also: no traceback on stderr at teardown.
+    """
+    from hdrh.histogram import HdrHistogram
+
+    run = run_loadgen(
+        tmp_path,
+        """
+        [matrix]
+        transport = ["ws", "poll"]
+        scenario = ["echo"]
+        """,
+        clients=5,
+    )
+    assert run.rc == 0, run.stderr
+    assert "Traceback" not in run.stderr and "never retrieved" not in run.stderr, run.stderr
+    histograms = pd.read_parquet(run.folder / "histograms.parquet") if run.folder else pd.DataFrame()
+    for transport in ("ws", "poll"):
+        row = run.row(transport=transport)
+        meta = run.cell_meta(row.cell_id)
+        assert row.status == "ok", meta["warnings"]
+        assert row.messages_received == row.messages_expected == 5 * 20
+        assert meta["latency_out_of_range"] == 0
+        encoded = histograms[histograms.cell_id == row.cell_id].encoded.iloc[0]
+        lowest_us = HdrHistogram.decode(encoded).get_min_value()
+        assert lowest_us >= 10, f"{transport}: an echo came back {lowest_us} µs after its intended send"
+        assert row.latency_p50_ms > 0.02
+
+
+def test_bad_config_and_unwritable_out_are_named_together(tmp_path: Path) -> None:
+    """Every problem in one go, one line each: the config's and --out's; exit 2, nothing written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    run = run_loadgen(
+        tmp_path, '[matrix]\ntransport = ["carrier-pigeon"]\n', extra_load="workers = 0",
+        args=("--out", str(blocker / "results")),
+    )  # fmt: skip
+    assert run.rc == 2
+    lines = run.stderr.strip().splitlines()
+    assert any("load.workers" in line for line in lines)
+    assert any("matrix.transport[0]" in line for line in lines)
+    assert any(line.startswith("--out") for line in lines)
+    assert len(lines) == 3, lines
+    assert blocker.read_text() == "not a folder"
+    assert not (tmp_path / "results").exists()

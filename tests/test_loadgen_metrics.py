@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+import time
+import types
 
 import pytest
 
+from loadgen.conn import Phase, WindowBook
 from loadgen.metrics import (
     LatencyRecorder,
     PayloadLedger,
@@ -28,6 +32,7 @@ from loadgen.metrics import (
     window_seq_range,
     ws_frame_header_bytes,
 )
+from loadgen.worker import _lag_probe
 
 MS = 1_000_000
 
@@ -209,3 +214,26 @@ def test_saturation_rule() -> None:
     assert len(saturation_reasons(95.0, 50.0)) == 2
     assert cpu_percent(0.5, 2.0) == 25.0
     assert math.isnan(cpu_percent(1.0, 0.0))
+
+
+def _probe_max_lag_ms(stall_is_sweep: bool) -> float:
+    """Run the lag probe inside a window across one 40 ms loop stall; the largest lag it recorded."""
+
+    async def scenario() -> float:
+        book = WindowBook(phase=Phase.IN)
+        histogram = new_histogram()
+        probe = asyncio.create_task(_lag_probe(types.SimpleNamespace(book=book), histogram))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        time.sleep(0.04)  # the loop is blocked: by a TCP_INFO sweep, or by anything else
+        if stall_is_sweep:
+            book.sweep_end_mono = time.monotonic()  # what WindowBook.start() records when its sweep returns
+        await asyncio.sleep(0.1)
+        probe.cancel()
+        return float(histogram.get_max_value()) / 1000.0
+
+    return asyncio.run(scenario())
+
+
+def test_loop_lag_leaves_out_the_window_edge_sweep_but_not_other_stalls() -> None:
+    assert _probe_max_lag_ms(stall_is_sweep=False) >= 25
+    assert _probe_max_lag_ms(stall_is_sweep=True) < 10
