@@ -187,8 +187,10 @@ class Feed:
         while not self.closed:
             due_mono = tick_due_ns(start_mono_ns, tick, self.period_ns)
             delay_ns = due_mono - time.monotonic_ns()
-            if delay_ns > 0:
-                await asyncio.sleep(delay_ns / NS_PER_S)
+            # uvloop rounds timers to whole ms and may wake up to ~1 ms early: wait until the tick is really due,
+            # so no event is ever published (and received) before its intended time.
+            while (remaining_ns := due_mono - time.monotonic_ns()) > 0:
+                await asyncio.sleep(remaining_ns / NS_PER_S)
             if is_late(time.monotonic_ns() - due_mono, self.late_threshold_ns):
                 self.late_ticks += 1
             self.publish_tick(tick_due_ns(start_wall_ns, tick, self.period_ns))

@@ -64,3 +64,28 @@ def test_wait_after_wakes_on_publish_and_times_out() -> None:
         return woke, timed_out, await closing
 
     assert asyncio.run(body()) == (True, False, False)
+
+
+def test_no_event_is_published_before_its_intended_time_on_uvloop() -> None:
+    """uvloop timers may fire up to ~1 ms early; the publisher must still never run ahead of the schedule."""
+    import time
+
+    import uvloop
+
+    async def body() -> list[int]:
+        feed = Feed(rate_hz=200, payload_bytes=1)
+        task = asyncio.create_task(feed.run())
+        early: list[int] = []
+        cursor = 0
+        while cursor < 100:
+            await feed.wait_after(cursor, timeout=5)
+            now = time.time_ns()
+            for event in feed.events_after(cursor):
+                if now < event.ts_ns:
+                    early.append(event.ts_ns - now)
+                cursor = event.seq
+        feed.close()
+        task.cancel()
+        return early
+
+    assert uvloop.run(body()) == []
