@@ -7,6 +7,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,38 @@ class ClientContext:
             except TimeoutError:
                 continue
         return False
+
+    async def run_sessions(
+        self,
+        client: ClientState,
+        session: Callable[[Connection], Awaitable[Connection | None]],
+        *,
+        keep_alive: bool = False,
+    ) -> None:
+        """Run ``session`` on a connection over and over until the cell stops, the shape every client shares.
+
+        ``session`` returns the connection when it may be reused (``keep_alive``: the next session goes out on
+        it unless the server closed it) or None. On a ClientError the connection is aborted, the error counted
+        and the client backs off before reconnecting (and resuming from its cursor).
+        """
+        conn: Connection | None = None
+        try:
+            while not self.stop.is_set():
+                try:
+                    conn = await (self.reuse_or_connect(client, conn) if keep_alive else self.connect(client))
+                    conn = await session(conn)
+                    if not keep_alive and conn is not None:
+                        conn.abort()
+                        conn = None
+                except ClientError as exc:
+                    if conn is not None:
+                        conn.abort()
+                        conn = None
+                    if not await self.after_failure(client, exc):
+                        break
+        finally:
+            if conn is not None:
+                conn.abort()
 
     async def after_failure(self, client: ClientState, exc: ClientError) -> bool:
         """Count the error and wait a backoff; False if the cell stopped meanwhile."""

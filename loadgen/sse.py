@@ -112,18 +112,8 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
 
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:
-    conn: Connection | None = None
-    try:
-        while not ctx.stop.is_set():
-            try:
-                conn = await ctx.connect(client)
-                await stream(ctx, client, conn)
-            except ClientError as exc:
-                if conn is not None:
-                    conn.abort()
-                    conn = None
-                if not await ctx.after_failure(client, exc):
-                    break
-    finally:
-        if conn is not None:
-            conn.abort()
+    async def session(conn: Connection) -> Connection | None:
+        await stream(ctx, client, conn)
+        return conn
+
+    await ctx.run_sessions(client, session)

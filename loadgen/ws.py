@@ -154,23 +154,12 @@ async def receive(ctx: ClientContext, client: ClientState, conn: Connection, def
 
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:
-    conn: Connection | None = None
-    try:
-        while not ctx.stop.is_set():
-            try:
-                conn = await ctx.connect(client)
-                target = "/ws" if client.cursor is None else f"/ws?after={client.cursor}"
-                deflate = await handshake(ctx, client, conn, target)
-                await receive(ctx, client, conn, deflate, feed=True)
-            except ClientError as exc:
-                if conn is not None:
-                    conn.abort()
-                    conn = None
-                if not await ctx.after_failure(client, exc):
-                    break
-    finally:
-        if conn is not None:
-            conn.abort()
+    async def session(conn: Connection) -> Connection | None:
+        target = "/ws" if client.cursor is None else f"/ws?after={client.cursor}"
+        await receive(ctx, client, conn, await handshake(ctx, client, conn, target), feed=True)
+        return conn
+
+    await ctx.run_sessions(client, session)
 
 
 async def _send_echoes(ctx: ClientContext, client: ClientState, conn: Connection) -> None:
@@ -199,19 +188,9 @@ async def _echo_session(ctx: ClientContext, client: ClientState, conn: Connectio
 
 async def run_echo(ctx: ClientContext, client: ClientState) -> None:
     """Echo over one WebSocket: a sender on the schedule and a receiver matching replies by seq."""
-    conn: Connection | None = None
-    try:
-        while not ctx.stop.is_set():
-            try:
-                conn = await ctx.connect(client)
-                deflate = await handshake(ctx, client, conn, "/ws?mode=echo")
-                await _echo_session(ctx, client, conn, deflate)
-            except ClientError as exc:
-                if conn is not None:
-                    conn.abort()
-                    conn = None
-                if not await ctx.after_failure(client, exc):
-                    break
-    finally:
-        if conn is not None:
-            conn.abort()
+
+    async def session(conn: Connection) -> Connection | None:
+        await _echo_session(ctx, client, conn, await handshake(ctx, client, conn, "/ws?mode=echo"))
+        return conn
+
+    await ctx.run_sessions(client, session)
