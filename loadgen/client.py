@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.conn import ClientError, Connection, ErrorKind, Phase, WindowBook
+from loadgen.conn import ClientError, Connection, ConnectionReused, ErrorKind, Phase, WindowBook
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import LatencyRecorder, SeqTracker, backoff_s
 
@@ -160,6 +160,25 @@ class ClientContext:
         finally:
             if conn is not None:
                 conn.abort()
+
+    async def exchange_retrying(
+        self, client: ClientState, conn: Connection, exchange: Callable[[Connection], Awaitable[bool]]
+    ) -> Connection | None:
+        """One HTTP request/response ``exchange`` on ``conn`` (it returns the response's keep-alive), once more
+        on a new connection if the server had closed the kept-alive one; the connection to keep using, or None
+        when the server said it closes."""
+        try:
+            keep = await exchange(conn)
+        except ConnectionReused:
+            self.requests_retried += 1
+            conn.abort()
+            conn = await self.connect(client)
+            keep = await exchange(conn)
+        if keep:
+            return conn
+        await conn.wait_eof(0.5)
+        await conn.close()
+        return None
 
     async def after_failure(self, client: ClientState, exc: ClientError) -> bool:
         """Count the error and wait a backoff; False if the cell stopped meanwhile."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from loadgen.client import ClientContext, ClientState, Plan, event_fields
-from loadgen.conn import ClientError, Connection, ConnectionReused, ErrorKind
+from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.metrics import next_due_ns, phase_ns
 
 NS_PER_S = 1_000_000_000
@@ -48,9 +48,24 @@ async def echo_schedule(ctx: ClientContext, client: ClientState) -> AsyncIterato
         due += interval
 
 
+async def post_echo(ctx: ClientContext, client: ClientState, seq: int, body: bytes, conn: Connection) -> bool:
+    """POST message ``seq`` to /echo on ``conn`` and deliver the reply; the response's keep-alive."""
+    headers = ctx.plan.profile.post_headers(ctx.plan.hostport, "application/json", len(body))
+    response = await conn.request("POST", "/echo", headers, body, body_is_payload=True)
+    received_ns = time.time_ns()
+    if response.status != 200:
+        raise ClientError(ErrorKind.HTTP_STATUS, f"{response.status} for POST /echo")
+    got_seq, got_ts = event_fields(response.body)
+    if response.body != body:
+        raise ClientError(ErrorKind.PROTOCOL, f"echo of message {seq} differs from what was sent")
+    conn.add_down_payload(response.body_offset, len(response.body))
+    ctx.deliver(client, got_seq, got_ts, received_ns)
+    client.ready()
+    return response.keep_alive
+
+
 async def run_echo(ctx: ClientContext, client: ClientState) -> None:
     conn: Connection | None = None
-    headers_host = ctx.plan.hostport
     try:
         try:
             conn = await ctx.connect(client)  # at ramp-up time, before the window, whatever the phase
@@ -60,27 +75,7 @@ async def run_echo(ctx: ClientContext, client: ClientState) -> None:
             body = echo_message(client, seq, intended_ns, ctx.plan.payload_bytes)
             try:
                 conn = await ctx.reuse_or_connect(client, conn)
-                headers = ctx.plan.profile.post_headers(headers_host, "application/json", len(body))
-                try:
-                    response = await conn.request("POST", "/echo", headers, body, body_is_payload=True)
-                except ConnectionReused:
-                    ctx.requests_retried += 1
-                    conn.abort()
-                    conn = await ctx.connect(client)
-                    response = await conn.request("POST", "/echo", headers, body, body_is_payload=True)
-                received_ns = time.time_ns()
-                if response.status != 200:
-                    raise ClientError(ErrorKind.HTTP_STATUS, f"{response.status} for POST /echo")
-                got_seq, got_ts = event_fields(response.body)
-                if response.body != body:
-                    raise ClientError(ErrorKind.PROTOCOL, f"echo of message {seq} differs from what was sent")
-                conn.add_down_payload(response.body_offset, len(response.body))
-                ctx.deliver(client, got_seq, got_ts, received_ns)
-                client.ready()
-                if not response.keep_alive:
-                    await conn.wait_eof(0.5)
-                    await conn.close()
-                    conn = None
+                conn = await ctx.exchange_retrying(client, conn, functools.partial(post_echo, ctx, client, seq, body))
             except ClientError as exc:
                 if conn is not None:
                     conn.abort()

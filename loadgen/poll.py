@@ -6,7 +6,7 @@ import json
 import time
 
 from loadgen.client import ClientContext, ClientState, stale_resume_point
-from loadgen.conn import ClientError, Connection, ConnectionReused, ErrorKind
+from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.metrics import next_due_ns, phase_ns
 
 TRANSPORT = "poll"
@@ -60,20 +60,8 @@ async def fetch(ctx: ClientContext, client: ClientState, conn: Connection, path:
 
 
 async def fetch_retrying(ctx: ClientContext, client: ClientState, conn: Connection, path: str) -> Connection | None:
-    """``fetch`` on ``conn``, once more on a new connection if the server had closed it; the connection to
-    keep using, or None when the server said it closes."""
-    try:
-        keep = await fetch(ctx, client, conn, path)
-    except ConnectionReused:
-        ctx.requests_retried += 1
-        conn.abort()
-        conn = await ctx.connect(client)
-        keep = await fetch(ctx, client, conn, path)
-    if keep:
-        return conn
-    await conn.wait_eof(0.5)
-    await conn.close()
-    return None
+    """``fetch`` on ``conn`` (see ``ClientContext.exchange_retrying``); the connection to keep using, or None."""
+    return await ctx.exchange_retrying(client, conn, lambda c: fetch(ctx, client, c, path))
 
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:
