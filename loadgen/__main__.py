@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     assert folder is not None and config is not None
 
-    runs = [(cell, r) for cell in cells for r in range(1, cell.load["repeat"] + 1)]
+    runs = [(cell, r) for cell in cells for r in range(1, cell.load.repeat + 1)]
     estimates = [cell_seconds(cell) for cell, _ in runs]
     started = time.time()
     summaries: list[CellSummary] = []
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             task = progress.add_task("starting", total=sum(estimates))
             done_s = 0.0
             for i, (cell, repeat) in enumerate(runs):
-                label = ", ".join(f"{k}={v}" for k, v in cell.varied.items()) or cell.load["transport"]
+                label = ", ".join(f"{k}={v}" for k, v in cell.varied.items()) or cell.load.transport
                 progress.update(task, description=f"cell {i + 1}/{len(runs)} [{label}] r{repeat}")
                 cell_started = time.monotonic()
 

@@ -14,6 +14,7 @@ from typing import Any
 from loadgen.conn import ClientError, Connection, ConnectionReused, ErrorKind, Phase, WindowBook
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import LatencyRecorder, SeqTracker, backoff_s
+from pushbench.transports import TRANSPORTS, Transport
 
 NS_PER_S = 1_000_000_000
 
@@ -47,8 +48,13 @@ class Plan:
         return f"{self.host}:{self.port}"
 
     @property
+    def transport_spec(self) -> Transport:
+        """The registry's record of this cell's transport (its path, whether the server holds requests...)."""
+        return TRANSPORTS[self.transport]
+
+    @property
     def request_timeout_s(self) -> float:
-        return max(10.0, self.longpoll_timeout_s + 10.0) if self.transport == "longpoll" else 10.0
+        return max(10.0, self.longpoll_timeout_s + 10.0) if self.transport_spec.holds_requests else 10.0
 
 
 @dataclass

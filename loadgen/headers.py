@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pushbench.config import LoadConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_PROFILE_PATH = ROOT / "configs" / "browser_profile.json"
 # Set by the handshake itself; a browser profile's values for these are replaced (a fresh key per connection).
@@ -157,18 +159,18 @@ def resolve_profile_path(path: str | os.PathLike[str]) -> Path:
     return ROOT / p
 
 
-def make_profile(load: dict[str, Any], browser_profile_path: str | os.PathLike[str] | None = None) -> HeaderProfile:
+def make_profile(load: LoadConfig, browser_profile_path: str | os.PathLike[str] | None = None) -> HeaderProfile:
     """The header profile of one cell's ``[load]`` section."""
-    name = load["header_profile"]
+    name = load.header_profile
     host: Headers = [("Host", "{host}")]
     if name == "minimal":
         return HeaderProfile("minimal", host, list(host), source="pushbench client (Host only)")
     if name == "custom":
-        custom = [(n, v) for n, v in load["custom_headers"].items()]
+        custom = [(n, v) for n, v in load.custom_headers.items()]
         base = [] if _has(custom, "host") else list(host)
         return HeaderProfile("custom", base + custom, base + custom, source="load.custom_headers")
     if name == "browser":
-        path = resolve_profile_path(browser_profile_path or load.get("browser_profile_file") or BROWSER_PROFILE_PATH)
+        path = resolve_profile_path(browser_profile_path or load.browser_profile_file or BROWSER_PROFILE_PATH)
         data = load_browser_profile(path)
         fetch = _header_list(data["fetch"]["request_headers"], "fetch.request_headers", path)
         ws = _header_list(data["websocket"]["request_headers"], "websocket.request_headers", path)
@@ -179,5 +181,5 @@ def make_profile(load: dict[str, Any], browser_profile_path: str | os.PathLike[s
         if not _has(ws, "host"):
             ws.insert(0, ("Host", "{host}"))
         details: dict[str, Any] = {k: data[k] for k in ("browser", "recorded_at") if k in data}
-        return HeaderProfile("browser", fetch, ws, source=str(path), cookie_bytes=load["cookie_bytes"], details=details)
+        return HeaderProfile("browser", fetch, ws, source=str(path), cookie_bytes=load.cookie_bytes, details=details)
     raise ProfileError(f"load.header_profile: unknown profile {name!r}")

@@ -6,11 +6,9 @@ from loadgen.client import ClientContext, ClientState
 from loadgen.conn import Connection
 from loadgen.poll import fetch_retrying
 
-TRANSPORT = "longpoll"
-
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:
     async def session(conn: Connection) -> Connection | None:
-        return await fetch_retrying(ctx, client, conn, "/longpoll")
+        return await fetch_retrying(ctx, client, conn, ctx.plan.transport_spec.path)
 
     await ctx.run_sessions(client, session, keep_alive=True)

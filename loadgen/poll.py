@@ -9,7 +9,6 @@ from loadgen.client import ClientContext, ClientState, stale_resume_point
 from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.metrics import next_due_ns, phase_ns
 
-TRANSPORT = "poll"
 NS_PER_S = 1_000_000_000
 
 
@@ -75,7 +74,7 @@ async def run_feed(ctx: ClientContext, client: ClientState) -> None:
         # exists before the window whatever the client's phase.
         try:
             conn = await ctx.connect(client)
-            conn = await fetch_retrying(ctx, client, conn, "/poll")
+            conn = await fetch_retrying(ctx, client, conn, plan.transport_spec.path)
         except ClientError as exc:
             if conn is not None:
                 conn.abort()
@@ -85,7 +84,7 @@ async def run_feed(ctx: ClientContext, client: ClientState) -> None:
         while await ctx.sleep_until(due):
             try:
                 conn = await ctx.reuse_or_connect(client, conn)
-                conn = await fetch_retrying(ctx, client, conn, "/poll")
+                conn = await fetch_retrying(ctx, client, conn, plan.transport_spec.path)
             except ClientError as exc:
                 if conn is not None:
                     conn.abort()

@@ -40,6 +40,8 @@ from loadgen.metrics import (
 )
 from loadgen.runner import CellRun
 from loadgen.wire import TCP_TIMESTAMP_OPTION_BYTES, tcpip_header_bytes
+from pushbench import transports
+from pushbench.transports import TRANSPORTS
 
 FORMAT_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +81,7 @@ def request_header_bytes(
     profile: HeaderProfile, transport: str, scenario: str, hostport: str, ws_compress: bool = False
 ) -> int:
     """Bytes of header lines on each request of a cell (the WebSocket handshake for ws)."""
-    if transport == "ws":
+    if TRANSPORTS[transport].handshake == "websocket":
         return header_block_bytes(profile.websocket_headers(hostport, "x" * 24, offer_deflate=ws_compress))
     if scenario == "echo":
         return header_block_bytes(profile.post_headers(hostport, "application/json", 0))
@@ -154,8 +156,8 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         cpu_s = (s1["cpu_user_s"] + s1["cpu_system_s"]) - (s0["cpu_user_s"] + s0["cpu_system_s"])
     deliveries = None
     if s0 and s1:
-        key = "echoes" if load["scenario"] == "echo" else "deliveries"
-        sub = ("ws" if load["transport"] == "ws" else "http") if key == "echoes" else load["transport"]
+        key = "echoes" if load.scenario == "echo" else "deliveries"
+        sub = TRANSPORTS[load.transport].echo_key if key == "echoes" else load.transport
         deliveries = s1[key][sub] - s0[key][sub]
     duration_s = (plan.window_end_ns - plan.window_start_ns) / 1e9 if plan else float("nan")
     # Feed events whose intended time lies in the window (in echo cells too: the feed runs, nobody reads it).
@@ -163,10 +165,10 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
     expected = sum(r.messages_expected for r in results)
     received = sum(r.messages_received for r in results)
     lost = sum(r.messages_lost for r in results)
-    missing_clients = load["clients"] - sum(r.clients for r in results)
+    missing_clients = load.clients - sum(r.clients for r in results)
     if missing_clients > 0 and plan is not None:
         # A worker that returned nothing: its clients' messages count as lost, never hidden.
-        per_client = events_published if load["scenario"] == "feed" else 0
+        per_client = events_published if load.scenario == "feed" else 0
         expected += missing_clients * per_client
         lost += missing_clients * per_client
     counter_errors = sum(r.counter_errors for r in results)
@@ -185,19 +187,19 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "cell_id": cid,
         "repeat": run.repeat,
         "status": run.status,
-        "transport": load["transport"],
-        "scenario": load["scenario"],
-        "clients": load["clients"],
-        "rate_hz": feed["rate_hz"],
-        "payload_bytes": feed["payload_bytes"],
-        "burst": feed["burst"],
-        "header_profile": load["header_profile"],
+        "transport": load.transport,
+        "scenario": load.scenario,
+        "clients": load.clients,
+        "rate_hz": feed.rate_hz,
+        "payload_bytes": feed.payload_bytes,
+        "burst": feed.burst,
+        "header_profile": load.header_profile,
         "request_header_bytes": request_header_bytes(
-            profile, load["transport"], load["scenario"], hostport, server["ws_compress"]
+            profile, load.transport, load.scenario, hostport, server.ws_compress
         ),
-        "poll_interval_s": load["poll_interval_s"],
-        "keepalive": server["keepalive"],
-        "ws_compress": server["ws_compress"],
+        "poll_interval_s": load.poll_interval_s,
+        "keepalive": server.keepalive,
+        "ws_compress": server.ws_compress,
         "duration_s": duration_s,
         "events_published": events_published,
         "messages_expected": expected,
@@ -233,9 +235,9 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "late_ticks": delta("late_ticks"),
         "window_start_ns": plan.window_start_ns if plan else None,
         "window_end_ns": plan.window_end_ns if plan else None,
-        "workers": load["workers"],
-        "send_interval_s": load["send_interval_s"],
-        "cookie_bytes": load["cookie_bytes"] if load["header_profile"] == "browser" else 0,
+        "workers": load.workers,
+        "send_interval_s": load.send_interval_s,
+        "cookie_bytes": load.cookie_bytes if load.header_profile == "browser" else 0,
         "events_published_server": delta("events_published"),
         "server_deliveries": deliveries,
         # Connections the server accepted in the window, less those of the load generator's /stats probe.
@@ -476,6 +478,7 @@ def write_run(
         "started_at": iso(started),
         "ended_at": iso(ended),
         "header_profiles": profiles,
+        "transports": transports.describe(),
         "cells": [_json_safe(s.meta) for s in summaries],
     }
     tmp = folder.tmp / "run.json.tmp"

@@ -30,7 +30,8 @@ from loadgen.client import Plan
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import align_window, period_ns, window_seq_range
 from loadgen.worker import WorkerResult, assign_clients, worker_process
-from pushbench.config import Cell
+from pushbench.config import Cell, LoadConfig
+from pushbench.transports import TRANSPORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 NS_PER_S = 1_000_000_000
@@ -55,7 +56,7 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
@@ -65,8 +66,9 @@ def toml_value(value: Any) -> str:
 def server_args(cell: Cell) -> list[str]:
     """``--set`` arguments that give a server exactly the cell's [feed] and [server] sections."""
     args = []
+    sections = cell.sections_dict()
     for section in ("feed", "server"):
-        for key, value in getattr(cell, section).items():
+        for key, value in sections[section].items():
             args += ["--set", f"{section}.{key}={toml_value(value)}"]
     return args
 
@@ -232,19 +234,19 @@ def reference_event(server: ServerProcess) -> tuple[int, int]:
     raise CellFailed("the server published no event")
 
 
-def drain_s(load: dict[str, Any]) -> float:
+def drain_s(load: LoadConfig) -> float:
     """How long clients keep receiving after the window so events published at its end still arrive."""
-    if load["scenario"] == "feed" and load["transport"] == "poll":
-        return DRAIN_S + load["poll_interval_s"]
-    if load["scenario"] == "echo":
-        return DRAIN_S + min(load["send_interval_s"], 5.0)
+    if load.scenario == "feed" and TRANSPORTS[load.transport].polls:
+        return DRAIN_S + load.poll_interval_s
+    if load.scenario == "echo":
+        return DRAIN_S + min(load.send_interval_s, 5.0)
     return DRAIN_S
 
 
 def cell_seconds(cell: Cell) -> float:
     """Rough wall time of one cell, for the progress bar's ETA."""
     load = cell.load
-    return 1.5 + SETUP_LEAD_S + load["ramp_up_s"] + load["warmup_s"] + load["duration_s"] + drain_s(load)
+    return 1.5 + SETUP_LEAD_S + load.ramp_up_s + load.warmup_s + load.duration_s + drain_s(load)
 
 
 @dataclass
@@ -281,19 +283,23 @@ def _wait_until(wall_ns: int, tick: Tick, server: ServerProcess | None = None) -
         time.sleep(min(0.1, remaining))
 
 
-def inject_faults(server: ServerProcess, load: dict[str, Any], start: int, end: int, tick: Tick, run: CellRun) -> None:
-    """``load.fault_drop_at_s`` / ``fault_kill_at_s``: SIGUSR1 (cut every connection) or SIGKILL the server."""
-    faults = sorted(
-        (start + int(load[key] * NS_PER_S), sig, key)
-        for key, sig in (("fault_drop_at_s", signal.SIGUSR1), ("fault_kill_at_s", signal.SIGKILL))
-        if load[key] > 0
+def fault_schedule(load: LoadConfig, start: int) -> list[tuple[int, signal.Signals, str, float]]:
+    """(when in ns, signal, config key, seconds into the window) of each fault the cell asks for, in order."""
+    wanted = (
+        ("fault_drop_at_s", load.fault_drop_at_s, signal.SIGUSR1),
+        ("fault_kill_at_s", load.fault_kill_at_s, signal.SIGKILL),
     )
-    for at_ns, sig, key in faults:
+    return sorted((start + int(at_s * NS_PER_S), sig, key, at_s) for key, at_s, sig in wanted if at_s > 0)
+
+
+def inject_faults(server: ServerProcess, load: LoadConfig, start: int, end: int, tick: Tick, run: CellRun) -> None:
+    """``load.fault_drop_at_s`` / ``fault_kill_at_s``: SIGUSR1 (cut every connection) or SIGKILL the server."""
+    for at_ns, sig, key, at_s in fault_schedule(load, start):
         if at_ns >= end or not _wait_until(at_ns, tick, server):
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(server.proc.pid, sig)
-        run.warnings.append(f"{key}: sent {sig.name} to the server {load[key]}s into the window")
+        run.warnings.append(f"{key}: sent {sig.name} to the server {at_s}s into the window")
 
 
 def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tick: Tick) -> CellRun:
@@ -305,10 +311,10 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
     workers: list[tuple[Any, Pipe]] = []
     try:
         # Workers start first: they import while the server starts.
-        for w, indices in enumerate(assign_clients(load["clients"], load["workers"])):
+        for w, indices in enumerate(assign_clients(load.clients, load.workers)):
             parent_end, child_end = ctx.Pipe()
             proc = ctx.Process(
-                target=worker_process, args=(w, indices, load["uvloop"], child_end), name=f"loadgen-worker-{w}"
+                target=worker_process, args=(w, indices, load.uvloop, child_end), name=f"loadgen-worker-{w}"
             )
             proc.daemon = True
             proc.start()
@@ -325,24 +331,24 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
             except (EOFError, OSError):
                 raise CellFailed(f"{proc.name} exited while starting (exit code {proc.exitcode})") from None
         ref_seq, ref_ts = reference_event(server)
-        tick_ns = period_ns(feed["rate_hz"])
+        tick_ns = period_ns(feed.rate_hz)
         anchor = time.time_ns() + int(SETUP_LEAD_S * NS_PER_S)
-        not_before = anchor + int((load["ramp_up_s"] + load["warmup_s"]) * NS_PER_S)
-        start, end = align_window(ref_ts, tick_ns, not_before, int(load["duration_s"] * NS_PER_S))
-        seq_first, seq_last = window_seq_range(ref_seq, ref_ts, tick_ns, feed["burst"], start, end)
+        not_before = anchor + int((load.ramp_up_s + load.warmup_s) * NS_PER_S)
+        start, end = align_window(ref_ts, tick_ns, not_before, int(load.duration_s * NS_PER_S))
+        seq_first, seq_last = window_seq_range(ref_seq, ref_ts, tick_ns, feed.burst, start, end)
         plan = Plan(
             host=server.host,
             port=server.port,
-            transport=load["transport"],
-            scenario=load["scenario"],
-            clients=load["clients"],
-            poll_interval_s=load["poll_interval_s"],
-            send_interval_s=load["send_interval_s"],
-            longpoll_timeout_s=cell.server["longpoll_timeout_s"],
-            payload_bytes=feed["payload_bytes"],
-            seed=load["seed"] + 1000 * (repeat - 1),
-            ws_compress=cell.server["ws_compress"],
-            ramp_up_s=load["ramp_up_s"],
+            transport=load.transport,
+            scenario=load.scenario,
+            clients=load.clients,
+            poll_interval_s=load.poll_interval_s,
+            send_interval_s=load.send_interval_s,
+            longpoll_timeout_s=cell.server.longpoll_timeout_s,
+            payload_bytes=feed.payload_bytes,
+            seed=load.seed + 1000 * (repeat - 1),
+            ws_compress=cell.server.ws_compress,
+            ramp_up_s=load.ramp_up_s,
             profile=profile,
             anchor_ns=anchor,
             window_start_ns=start,
@@ -387,7 +393,7 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
                 run.results.append(result)
         if not run.results:
             run.status = "failed"
-        if "asyncio" in loops and load["uvloop"]:
+        if "asyncio" in loops and load.uvloop:
             run.warnings.append("uvloop is not installed: workers ran on the default asyncio loop")
     except CellFailed as exc:
         run.fail(str(exc), status="failed")

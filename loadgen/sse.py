@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from loadgen.client import ClientContext, ClientState, event_fields, stale_resume_point
 from loadgen.conn import ClientError, Connection, ErrorKind
-
-TRANSPORT = "sse"
+from loadgen.headers import header_block
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,8 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
     headers = ctx.plan.profile.fetch_headers(ctx.plan.hostport)
     if client.cursor is not None:
         headers.append(("Last-Event-ID", str(client.cursor)))
-    conn.write(b"GET /sse HTTP/1.1\r\n" + b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in headers) + b"\r\n")
+    path = ctx.plan.transport_spec.path
+    conn.write(f"GET {path} HTTP/1.1\r\n".encode() + header_block(headers) + b"\r\n")
     await conn.drain()
     status, resp_headers = await conn.read_head()
     if status == 410:
@@ -90,9 +90,9 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
         if "content-length" in resp_headers:
             _, body = await conn.read_exactly(int(resp_headers["content-length"]), "410 body")
         client.cursor = stale_resume_point(body)
-        raise ClientError(ErrorKind.HTTP_STATUS, "410 Gone for /sse (resume point left the history)")
+        raise ClientError(ErrorKind.HTTP_STATUS, f"410 Gone for {path} (resume point left the history)")
     if status != 200:
-        raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for GET /sse")
+        raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for GET {path}")
     if "chunked" not in resp_headers.get("transfer-encoding", "").lower():
         raise ClientError(ErrorKind.PROTOCOL, "SSE response is not chunked")
     client.ready()

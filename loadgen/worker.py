@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import random
 import signal
 import time
@@ -19,30 +20,29 @@ from typing import Any
 
 import psutil
 
-from loadgen import echo, longpoll, poll, sse, ws
+from loadgen import echo
 from loadgen.client import ClientContext, ClientState, Plan
 from loadgen.conn import ERROR_KINDS, ConnRecord, Phase
 from loadgen.echo import echo_due
 from loadgen.metrics import SeqTracker, due_index_range, encode_histogram, new_histogram
+from pushbench.transports import TRANSPORTS
 
 NS_PER_S = 1_000_000_000
 LAG_PROBE_INTERVAL_S = 0.01
 STOP_GRACE_S = 1.0
 
 ClientMain = Callable[[ClientContext, ClientState], Awaitable[None]]
-FEED_CLIENTS: dict[str, ClientMain] = {
-    "poll": poll.run_feed,
-    "longpoll": longpoll.run_feed,
-    "sse": sse.run_feed,
-    "ws": ws.run_feed,
-}
 
 
 def client_main(transport: str, scenario: str) -> ClientMain:
-    """The client coroutine of a transport and scenario (echo: WebSocket frames, or POST /echo over HTTP)."""
+    """The client coroutine of a transport and scenario: its client module's ``run_feed``, or for echo its
+    ``run_echo`` (WebSocket frames) and else ``POST /echo`` over HTTP."""
+    module = importlib.import_module(TRANSPORTS[transport].client_module)
     if scenario == "echo":
-        return ws.run_echo if transport == "ws" else echo.run_echo
-    return FEED_CLIENTS[transport]
+        main: ClientMain = getattr(module, "run_echo", echo.run_echo)
+        return main
+    feed_main: ClientMain = module.run_feed
+    return feed_main
 
 
 def assign_clients(clients: int, workers: int) -> list[list[int]]:

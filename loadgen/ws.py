@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from loadgen.client import ClientContext, ClientState, event_fields, stale_resume_point
 from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.echo import echo_message, echo_schedule
-from loadgen.headers import ws_key
+from loadgen.headers import header_block, ws_key
 
-TRANSPORT = "ws"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -101,18 +100,14 @@ async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, t
     """Upgrade ``conn``; True when permessage-deflate was negotiated."""
     key = ws_key(os.urandom(16))
     headers = ctx.plan.profile.websocket_headers(ctx.plan.hostport, key, offer_deflate=ctx.plan.ws_compress)
-    conn.write(
-        f"GET {target} HTTP/1.1\r\n".encode()
-        + b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in headers)
-        + b"\r\n"
-    )
+    conn.write(f"GET {target} HTTP/1.1\r\n".encode() + header_block(headers) + b"\r\n")
     await conn.drain()
     status, resp = await conn.read_head()
     if status == 410:
         ctx.stale_resumes += 1
         _, body = await conn.read_exactly(int(resp.get("content-length", "0")), "410 body")
         client.cursor = stale_resume_point(body)
-        raise ClientError(ErrorKind.HTTP_STATUS, "410 Gone for /ws (resume point left the history)")
+        raise ClientError(ErrorKind.HTTP_STATUS, f"410 Gone for {target} (resume point left the history)")
     if status != 101:
         raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for the WebSocket handshake on {target}")
     if resp.get("sec-websocket-accept") != accept_value(key):
@@ -155,7 +150,8 @@ async def receive(ctx: ClientContext, client: ClientState, conn: Connection, def
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:
     async def session(conn: Connection) -> Connection | None:
-        target = "/ws" if client.cursor is None else f"/ws?after={client.cursor}"
+        path = ctx.plan.transport_spec.path
+        target = path if client.cursor is None else f"{path}?after={client.cursor}"
         await receive(ctx, client, conn, await handshake(ctx, client, conn, target), feed=True)
         return conn
 
@@ -190,7 +186,9 @@ async def run_echo(ctx: ClientContext, client: ClientState) -> None:
     """Echo over one WebSocket: a sender on the schedule and a receiver matching replies by seq."""
 
     async def session(conn: Connection) -> Connection | None:
-        await _echo_session(ctx, client, conn, await handshake(ctx, client, conn, "/ws?mode=echo"))
+        await _echo_session(
+            ctx, client, conn, await handshake(ctx, client, conn, f"{ctx.plan.transport_spec.path}?mode=echo")
+        )
         return conn
 
     await ctx.run_sessions(client, session)

@@ -17,15 +17,18 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-TRANSPORTS = ("poll", "longpoll", "sse", "ws")
+from pushbench import transports
+
 SCENARIOS = ("feed", "echo")
 HEADER_PROFILES = ("minimal", "browser", "custom")
 
 Check = Callable[[Any], str | None]
+# A fixed tuple, or a function giving the current names of a registry (transports registered later count).
+Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,11 @@ class Key:
     default: Any
     doc: str
     check: Check | None = None
-    choices: tuple[str, ...] = ()
+    choices: Choices = ()
+
+    def allowed(self) -> tuple[str, ...]:
+        """The values a ``str`` key accepts (empty: any)."""
+        return self.choices() if callable(self.choices) else self.choices
 
 
 def _positive(v: Any) -> str | None:
@@ -77,76 +84,152 @@ def _header_table(v: Mapping[str, str]) -> str | None:
     return None
 
 
-SCHEMA: dict[str, dict[str, Key]] = {
-    "feed": {
-        "rate_hz": Key("float", 10.0, "publisher ticks per second", _positive),
-        "payload_bytes": Key("int", 100, "characters in each event's data field", _between(0, 16 * 1024 * 1024)),
-        "burst": Key("int", 1, "events emitted per tick", _between(1, 100_000)),
-        "history": Key("int", 1000, "events kept for resume (cursor, Last-Event-ID, after=)", _at_least(1)),
-        "late_threshold_ms": Key("float", 5.0, "a tick firing later than this is counted in late_ticks", _positive),
-        "payload_seed": Key("int", 1, "seed of the pseudo-random payload characters", _non_negative),
-    },
-    "server": {
-        "host": Key("str", "127.0.0.1", "address to bind; 0.0.0.0 or :: exposes the server to the network"),
-        "port": Key("int", 0, "TCP port; 0 picks any free port", _between(0, 65535)),
-        "longpoll_timeout_s": Key(
-            "float", 30.0, "a long poll with no new event is answered empty after this", _positive
-        ),
-        "keepalive": Key("bool", True, "false closes the connection after every HTTP response"),
-        "ws_compress": Key("bool", False, "offer permessage-deflate on /ws"),
-        "extra_headers": Key("str_table", {}, "response headers added to every HTTP response", _header_table),
-        "sse_heartbeat_s": Key(
-            "float", 15.0, "SSE comment line sent after this much silence (0 = never)", _non_negative
-        ),
-        "ws_heartbeat_s": Key("float", 20.0, "WebSocket ping interval to detect dead peers (0 = never)", _non_negative),
-        "max_connections": Key("int", 50_000, "open connections beyond this get 503", _at_least(1)),
-        "max_body_bytes": Key("int", 1024 * 1024, "largest HTTP request body (413 beyond)", _at_least(1)),
-        "max_ws_message_bytes": Key("int", 1024 * 1024, "largest WebSocket message (close 1009 beyond)", _at_least(1)),
-        "send_buffer_bytes": Key(
-            "int", 4 * 1024 * 1024, "per-connection unsent bytes before a slow client is dropped", _at_least(1024)
-        ),
-        "allowed_origins": Key(
-            "str_list", [], "Origins allowed on /ws and /sse besides the server's own ('*' = any)", _origin_list
-        ),
-        "cors_origins": Key(
-            "str_list", [], "Origins given CORS headers on HTTP endpoints (empty = CORS off)", _origin_list
-        ),
-    },
-    "load": {
-        "transport": Key("str", "ws", "transport of every client in a cell", choices=TRANSPORTS),
-        "clients": Key("int", 10, "concurrent clients in a cell", _between(1, 1_000_000)),
-        "scenario": Key("str", "feed", "feed: server pushes events; echo: clients send and wait", choices=SCENARIOS),
-        "duration_s": Key("float", 10.0, "measured window per cell", _positive),
-        "warmup_s": Key("float", 2.0, "uncounted time after ramp-up, before the window", _non_negative),
-        "ramp_up_s": Key("float", 1.0, "clients connect spread over this long", _non_negative),
-        "workers": Key("int", 1, "client processes, each with its own event loop", _between(1, 256)),
-        "send_interval_s": Key("float", 1.0, "echo scenario: each client sends one message this often", _positive),
-        "poll_interval_s": Key("float", 1.0, "short polling: seconds between polls of one client", _positive),
-        "header_profile": Key("str", "minimal", "request headers the clients send", choices=HEADER_PROFILES),
-        "cookie_bytes": Key("int", 0, "browser profile: size of the Cookie header value", _between(0, 64 * 1024)),
-        "custom_headers": Key("str_table", {}, "custom profile: request headers sent", _header_table),
-        "seed": Key("int", 1, "seed for client phases and message contents", _non_negative),
-        "repeat": Key("int", 1, "times each cell is run, to show spread", _between(1, 100)),
-        "uvloop": Key("bool", True, "run client workers on uvloop when it is installed"),
-        "browser_profile_file": Key(
-            "str", "configs/browser_profile.json", "browser profile: recorded Chromium headers (make browser-profile)"
-        ),
-        "fault_drop_at_s": Key(
-            "float",
-            0.0,
-            "fault injection: SIGUSR1 the server this far into the window, cutting every connection (0 = never)",
-            _non_negative,
-        ),
-        "fault_kill_at_s": Key(
-            "float", 0.0, "fault injection: SIGKILL the server this far into the window (0 = never)", _non_negative
-        ),
-    },
+def setting(default: Any, doc: str, check: Check | None = None, choices: Choices = ()) -> Any:
+    """One key of a section dataclass: its default, what it means, an optional extra check and its choices.
+
+    The field's annotation gives the key's kind (int, float, bool, str, tuple[str, ...], dict[str, str]).
+    """
+    meta = {"doc": doc, "check": check, "choices": choices}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- the schema: one frozen dataclass per section; a new key is one more field in one of them -----------
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """``[feed]``: the one event source every transport serves."""
+
+    rate_hz: float = setting(10.0, "publisher ticks per second", _positive)
+    payload_bytes: int = setting(100, "characters in each event's data field", _between(0, 16 * 1024 * 1024))
+    burst: int = setting(1, "events emitted per tick", _between(1, 100_000))
+    history: int = setting(1000, "events kept for resume (cursor, Last-Event-ID, after=)", _at_least(1))
+    late_threshold_ms: float = setting(5.0, "a tick firing later than this is counted in late_ticks", _positive)
+    payload_seed: int = setting(1, "seed of the pseudo-random payload characters", _non_negative)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: where the server listens and the limits it enforces."""
+
+    host: str = setting("127.0.0.1", "address to bind; 0.0.0.0 or :: exposes the server to the network")
+    port: int = setting(0, "TCP port; 0 picks any free port", _between(0, 65535))
+    longpoll_timeout_s: float = setting(30.0, "a long poll with no new event is answered empty after this", _positive)
+    keepalive: bool = setting(True, "false closes the connection after every HTTP response")
+    ws_compress: bool = setting(False, "offer permessage-deflate on /ws")
+    extra_headers: dict[str, str] = setting({}, "response headers added to every HTTP response", _header_table)
+    sse_heartbeat_s: float = setting(15.0, "SSE comment line sent after this much silence (0 = never)", _non_negative)
+    ws_heartbeat_s: float = setting(20.0, "WebSocket ping interval to detect dead peers (0 = never)", _non_negative)
+    max_connections: int = setting(50_000, "open connections beyond this get 503", _at_least(1))
+    max_body_bytes: int = setting(1024 * 1024, "largest HTTP request body (413 beyond)", _at_least(1))
+    max_ws_message_bytes: int = setting(1024 * 1024, "largest WebSocket message (close 1009 beyond)", _at_least(1))
+    send_buffer_bytes: int = setting(
+        4 * 1024 * 1024, "per-connection unsent bytes before a slow client is dropped", _at_least(1024)
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (), "Origins allowed on the Origin-checked endpoints besides the server's own ('*' = any)", _origin_list
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (), "Origins given CORS headers on HTTP endpoints (empty = CORS off)", _origin_list
+    )
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """``[load]``: the clients of a cell and the timeline of its measurement."""
+
+    transport: str = setting("ws", "transport of every client in a cell", choices=transports.choices)
+    clients: int = setting(10, "concurrent clients in a cell", _between(1, 1_000_000))
+    scenario: str = setting("feed", "feed: server pushes events; echo: clients send and wait", choices=SCENARIOS)
+    duration_s: float = setting(10.0, "measured window per cell", _positive)
+    warmup_s: float = setting(2.0, "uncounted time after ramp-up, before the window", _non_negative)
+    ramp_up_s: float = setting(1.0, "clients connect spread over this long", _non_negative)
+    workers: int = setting(1, "client processes, each with its own event loop", _between(1, 256))
+    send_interval_s: float = setting(1.0, "echo scenario: each client sends one message this often", _positive)
+    poll_interval_s: float = setting(1.0, "short polling: seconds between polls of one client", _positive)
+    header_profile: str = setting("minimal", "request headers the clients send", choices=HEADER_PROFILES)
+    cookie_bytes: int = setting(0, "browser profile: size of the Cookie header value", _between(0, 64 * 1024))
+    custom_headers: dict[str, str] = setting({}, "custom profile: request headers sent", _header_table)
+    seed: int = setting(1, "seed for client phases and message contents", _non_negative)
+    repeat: int = setting(1, "times each cell is run, to show spread", _between(1, 100))
+    uvloop: bool = setting(True, "run client workers on uvloop when it is installed")
+    browser_profile_file: str = setting(
+        "configs/browser_profile.json", "browser profile: recorded Chromium headers (make browser-profile)"
+    )
+    fault_drop_at_s: float = setting(
+        0.0,
+        "fault injection: SIGUSR1 the server this far into the window, cutting every connection (0 = never)",
+        _non_negative,
+    )
+    fault_kill_at_s: float = setting(
+        0.0, "fault injection: SIGKILL the server this far into the window (0 = never)", _non_negative
+    )
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The resolved sections of a config or a cell. A new section is its dataclass plus one field here;
+    its keys can then be set in the file, with ``--set section.key=``, and varied in [matrix]/[[sweep]]."""
+
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def sections_dict(self) -> dict[str, dict[str, Any]]:
+        """Every section as plain data (lists for tuples), as run.json and ``--set`` arguments carry it."""
+        return {name: _plain(asdict(getattr(self, name))) for name in SECTION_TYPES}
+
+
+_KINDS = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "str",
+    "tuple[str, ...]": "str_list",
+    "dict[str, str]": "str_table",
 }
 
-# Sections whose keys can be varied in [matrix] / [[sweep]], addressed by plain key name.
-VARIABLE_SECTIONS = ("feed", "server", "load")
-KEY_SECTION: dict[str, str] = {k: s for s in VARIABLE_SECTIONS for k in SCHEMA[s]}
-assert len(KEY_SECTION) == sum(len(SCHEMA[s]) for s in VARIABLE_SECTIONS), "key names must be unique"
+
+def _section_types() -> dict[str, type]:
+    hints = get_type_hints(Sections)
+    return {f.name: hints[f.name] for f in fields(Sections)}
+
+
+def _section_schema(cls: type) -> dict[str, Key]:
+    keys = {}
+    for f in fields(cls):
+        kind = _KINDS.get(str(f.type))
+        if kind is None:
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported config type {f.type!r} (one of {', '.join(_KINDS)})")
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
+        keys[f.name] = Key(kind, default, f.metadata["doc"], f.metadata["check"], f.metadata["choices"])
+    return keys
+
+
+SECTION_TYPES: dict[str, type] = _section_types()
+SCHEMA: dict[str, dict[str, Key]] = {name: _section_schema(cls) for name, cls in SECTION_TYPES.items()}
+
+# Every section's keys can be varied in [matrix] / [[sweep]]: by plain name when no other section has a key of
+# that name (``rate_hz``, ``transport``), else as ``section.key`` (always accepted).
+VARIABLE_SECTIONS = tuple(SCHEMA)
+_OWNERS: dict[str, list[str]] = {}
+for _section, _keys in SCHEMA.items():
+    for _k in _keys:
+        _OWNERS.setdefault(_k, []).append(_section)
+KEY_SECTION: dict[str, str] = {k: owners[0] for k, owners in _OWNERS.items() if len(owners) == 1}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 class ConfigError(Exception):
@@ -158,31 +241,21 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
-@dataclass
-class Config:
-    """A validated config: the resolved sections plus the raw matrix/sweep tables."""
+@dataclass(frozen=True)
+class Config(Sections):
+    """A validated config: the resolved sections plus the matrix/sweep tables (key -> values)."""
 
-    source: str
-    name: str
-    feed: dict[str, Any]
-    server: dict[str, Any]
-    load: dict[str, Any]
+    source: str = "(defaults)"
+    name: str = "(defaults)"
     matrix: dict[str, list[Any]] = field(default_factory=dict)
     sweeps: list[dict[str, list[Any]]] = field(default_factory=list)
 
-    def section(self, name: str) -> dict[str, Any]:
-        return {"feed": self.feed, "server": self.server, "load": self.load}[name]
-
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "feed": copy.deepcopy(self.feed),
-            "server": copy.deepcopy(self.server),
-            "load": copy.deepcopy(self.load),
-        }
+        out: dict[str, Any] = self.sections_dict()
         if self.matrix:
-            out["matrix"] = copy.deepcopy(self.matrix)
+            out["matrix"] = _plain(self.matrix)
         if self.sweeps:
-            out["sweep"] = copy.deepcopy(self.sweeps)
+            out["sweep"] = _plain(self.sweeps)
         return out
 
 
@@ -223,10 +296,11 @@ def _type_problem(key: Key, value: Any) -> str | None:
     elif key.kind == "str":
         if not isinstance(value, str):
             return f"must be a string, got {value!r} ({name(value)})"
-        if key.choices and value not in key.choices:
-            return f"must be one of {', '.join(key.choices)}; got {value!r}"
+        allowed = key.allowed()
+        if allowed and value not in allowed:
+            return f"must be one of {', '.join(allowed)}; got {value!r}"
     elif key.kind == "str_list":
-        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        if not isinstance(value, list | tuple) or not all(isinstance(x, str) for x in value):
             return f"must be a list of strings, got {value!r}"
     elif key.kind == "str_table" and (
         not isinstance(value, dict) or not all(isinstance(x, str) for x in value.values())
@@ -244,15 +318,20 @@ def check_value(key: Key, value: Any) -> str | None:
 
 
 def _coerce(key: Key, value: Any) -> Any:
-    return float(value) if key.kind == "float" else copy.deepcopy(value)
+    if key.kind == "float":
+        return float(value)
+    if key.kind == "str_list":
+        return tuple(value)
+    return copy.deepcopy(value)
 
 
-def _validate_section(name: str, table: Any, origin: Callable[[str], str], problems: list[str]) -> dict[str, Any]:
+def _validate_section(name: str, table: Any, origin: Callable[[str], str], problems: list[str]) -> Any:
+    """The section's dataclass from its table (defaults where a key is absent or invalid)."""
     schema = SCHEMA[name]
-    out = {k: copy.deepcopy(key.default) for k, key in schema.items()}
+    values: dict[str, Any] = {}
     if not isinstance(table, dict):
         problems.append(f"{name}: must be a table, got {table!r}")
-        return out
+        return SECTION_TYPES[name]()
     for k, value in table.items():
         if k not in schema:
             problems.append(f"{name}.{k}: unknown key{origin(f'{name}.{k}')} (known: {', '.join(schema)})")
@@ -261,7 +340,26 @@ def _validate_section(name: str, table: Any, origin: Callable[[str], str], probl
         if problem:
             problems.append(f"{name}.{k}: {problem}{origin(f'{name}.{k}')}")
         else:
-            out[k] = _coerce(schema[k], value)
+            values[k] = _coerce(schema[k], value)
+    return SECTION_TYPES[name](**values)
+
+
+def varying_key(name: str) -> tuple[str, str] | None:
+    """(section, key) of a [matrix]/[[sweep]] key: a plain key name unique across sections, or ``section.key``."""
+    if "." in name:
+        section, _, key = name.partition(".")
+        return (section, key) if key in SCHEMA.get(section, {}) else None
+    return (KEY_SECTION[name], name) if name in KEY_SECTION else None
+
+
+def _flatten_varying(table: dict[str, Any]) -> dict[str, Any]:
+    """``network.rtt_ms = [...]`` in TOML is a nested table: name it ``network.rtt_ms``."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        if k in SCHEMA and isinstance(v, dict):
+            out.update({f"{k}.{sub}": values for sub, values in v.items()})
+        else:
+            out[k] = v
     return out
 
 
@@ -270,16 +368,18 @@ def _validate_varying(where: str, table: Any, problems: list[str]) -> dict[str, 
     if not isinstance(table, dict):
         problems.append(f"{where}: must be a table of lists, got {table!r}")
         return out
-    for k, values in table.items():
-        if k not in KEY_SECTION:
-            problems.append(f"{where}.{k}: unknown key (can vary: {', '.join(KEY_SECTION)})")
+    for k, values in _flatten_varying(table).items():
+        target = varying_key(k)
+        if target is None:
+            hint = f"; write section.key, one of {', '.join(_OWNERS[k])}" if k in _OWNERS else ""
+            problems.append(f"{where}.{k}: unknown key{hint} (can vary: {', '.join(KEY_SECTION)}, or section.key)")
             continue
         if not isinstance(values, list):
             values = [values]
         if not values:
             problems.append(f"{where}.{k}: must list at least one value")
             continue
-        key = SCHEMA[KEY_SECTION[k]][k]
+        key = SCHEMA[target[0]][target[1]]
         good = []
         for i, v in enumerate(values):
             problem = check_value(key, v)
@@ -330,17 +430,18 @@ def build_config(data: dict[str, Any], source: str, overrides: Iterable[str] = (
             sweeps.append(_validate_varying(f"sweep[{i}]", table, problems))
     if matrix and sweeps:
         problems.append("matrix and sweep: use one or the other ([[sweep]] tables each hold their own lists)")
-    problems.extend(_cross_checks(sections))
+    resolved = Sections(**sections)
+    problems.extend(_cross_checks(resolved))
     if problems:
         raise ConfigError(source, problems)
     name = Path(source).stem if source.endswith(".toml") else source
-    return Config(source, name, sections["feed"], sections["server"], sections["load"], matrix, sweeps)
+    return Config(**sections, source=source, name=name, matrix=matrix, sweeps=sweeps)
 
 
-def _cross_checks(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _cross_checks(sections: Sections) -> list[str]:
     problems = []
-    load = sections["load"]
-    if load["header_profile"] == "custom" and not load["custom_headers"]:
+    load = sections.load
+    if load.header_profile == "custom" and not load.custom_headers:
         problems.append("load.custom_headers: must list headers when load.header_profile = 'custom'")
     return problems
 
@@ -369,22 +470,29 @@ def default_config(overrides: Iterable[str] = ()) -> Config:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One point of the matrix: a fully resolved feed/server/load config and what was varied."""
+class Cell(Sections):
+    """One point of the matrix: fully resolved sections and what was varied (key as written -> value)."""
 
-    index: int
-    varied: dict[str, Any]
-    feed: dict[str, Any]
-    server: dict[str, Any]
-    load: dict[str, Any]
+    index: int = 0
+    varied: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"feed": self.feed, "server": self.server, "load": self.load}
+        return self.sections_dict()
 
 
 def _product(table: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     keys = list(table)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(table[k] for k in keys))]
+
+
+def apply_point(base: Sections, point: Mapping[str, Any]) -> dict[str, Any]:
+    """The sections of ``base`` with the [matrix]/[[sweep]] values of one ``point`` set."""
+    changes: dict[str, dict[str, Any]] = {}
+    for k, v in point.items():
+        target = varying_key(k)
+        assert target is not None, f"{k} was validated"
+        changes.setdefault(target[0], {})[target[1]] = v
+    return {name: replace(base.section(name), **changes.get(name, {})) for name in SECTION_TYPES}
 
 
 def expand_cells(config: Config) -> list[Cell]:
@@ -398,12 +506,10 @@ def expand_cells(config: Config) -> list[Cell]:
     cells: list[Cell] = []
     seen: set[str] = set()
     for point in points:
-        sections = {s: copy.deepcopy(config.section(s)) for s in VARIABLE_SECTIONS}
-        for k, v in point.items():
-            sections[KEY_SECTION[k]][k] = v
-        fingerprint = repr(sorted((s, sorted(map(repr, t.items()))) for s, t in sections.items()))
+        sections = apply_point(config, point)
+        fingerprint = repr(Sections(**sections).sections_dict())
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
-        cells.append(Cell(len(cells), point, sections["feed"], sections["server"], sections["load"]))
+        cells.append(Cell(**sections, index=len(cells), varied=dict(point)))
     return cells

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pushbench.config import ConfigError, default_config, load_config
+from pushbench.config import ConfigError, Sections, default_config, load_config
 from servers.app import count_connections, make_app
 from servers.state import STATE
 
@@ -53,13 +53,13 @@ def drop_all_connections(runner: web.AppRunner) -> None:
     print(f"dropped {len(server.connections)} connections on SIGUSR1", file=sys.stderr, flush=True)
 
 
-async def serve(config: dict[str, Any]) -> None:
+async def serve(config: Sections) -> None:
     """Run until SIGINT/SIGTERM, then shut down cleanly (WS 1001, held long polls answered)."""
     app = make_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     count_connections(runner, app[STATE].stats)
-    host, port = config["server"]["host"], config["server"]["port"]
+    host, port = config.server.host, config.server.port
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
     await site.start()
     bound_port = runner.addresses[0][1]
@@ -101,11 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        run_loop(serve(config.to_dict()))
+        run_loop(serve(config))
     except OSError as exc:
-        print(
-            f"error: cannot listen on {config.server['host']}:{config.server['port']}: {exc.strerror}", file=sys.stderr
-        )
+        print(f"error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,9 +1,10 @@
-"""The aiohttp application: one feed, four transports, echo and /stats, the same middleware for all."""
+"""The aiohttp application: one feed, every registered transport, echo and /stats, the same middleware for all."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -11,11 +12,12 @@ from typing import Any
 import psutil
 from aiohttp import web
 
-from servers import echo, longpoll, page, poll, security, sse, ws
+from pushbench.config import Sections
+from pushbench.transports import TRANSPORTS
+from servers import echo, page, security
 from servers.feed import Feed
 from servers.state import STATE, ServerState, Stats, json_response, state
 
-TRANSPORT_MODULES = (poll, longpoll, sse, ws)
 log = logging.getLogger("pushbench.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,10 +57,10 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str]:
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    cfg = request.app[STATE].config["server"]
-    for name, value in cfg["extra_headers"].items():
+    cfg = request.app[STATE].config.server
+    for name, value in cfg.extra_headers.items():
         response.headers[name] = value
-    if not cfg["keepalive"] and not isinstance(response, web.WebSocketResponse):
+    if not cfg.keepalive and not isinstance(response, web.WebSocketResponse):
         response.force_close()
         # This hook runs after aiohttp chose its Connection header, so say it here (RFC 9112 §9.6: a server
         # that closes after the response MUST send "close"); without it clients reuse a closing connection.
@@ -83,24 +85,29 @@ async def _close_feed(app: web.Application) -> None:
     app[STATE].feed.close()
 
 
-def make_app(config: dict[str, Any]) -> web.Application:
-    """Build the server for one resolved config (``{"feed": ..., "server": ..., ...}``)."""
-    feed_cfg, server_cfg = config["feed"], config["server"]
+def add_transport_routes(app: web.Application) -> None:
+    """Each registered transport's routes, from its server module's ``add_routes(app, transport)``."""
+    for transport in TRANSPORTS.values():
+        importlib.import_module(transport.server_module).add_routes(app, transport)
+
+
+def make_app(config: Sections) -> web.Application:
+    """Build the server for one resolved config (its feed and server sections)."""
+    feed_cfg, server_cfg = config.feed, config.server
     app = web.Application(
-        middlewares=[errors_middleware, security.guard_middleware], client_max_size=server_cfg["max_body_bytes"]
+        middlewares=[errors_middleware, security.guard_middleware], client_max_size=server_cfg.max_body_bytes
     )
     feed = Feed(
-        rate_hz=feed_cfg["rate_hz"],
-        payload_bytes=feed_cfg["payload_bytes"],
-        burst=feed_cfg["burst"],
-        history=feed_cfg["history"],
-        late_threshold_ms=feed_cfg["late_threshold_ms"],
-        seed=feed_cfg["payload_seed"],
+        rate_hz=feed_cfg.rate_hz,
+        payload_bytes=feed_cfg.payload_bytes,
+        burst=feed_cfg.burst,
+        history=feed_cfg.history,
+        late_threshold_ms=feed_cfg.late_threshold_ms,
+        seed=feed_cfg.payload_seed,
     )
     app[STATE] = ServerState(config=config, feed=feed, stats=Stats(), process=psutil.Process())
     security.setup(app, server_cfg)
-    for module in TRANSPORT_MODULES:
-        module.add_routes(app)
+    add_transport_routes(app)
     echo.add_routes(app)
     page.add_routes(app)
     app.router.add_get("/stats", stats_handler, name="stats", allow_head=False)

@@ -252,7 +252,7 @@ async def virtual_display() -> AsyncIterator[dict[str, str]]:
 
 async def record(executable: str, timeout_s: float, headed: bool) -> tuple[RecordingProxy, str]:
     """Serve, proxy, run Chromium on the page until the needed exchanges are recorded; the proxy and host."""
-    app = make_app(default_config(["feed.rate_hz=10"]).to_dict())
+    app = make_app(default_config(["feed.rate_hz=10"]))
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from servers.feed import StaleCursor
-from servers.poll import respond
-from servers.state import check_future_cursor, parse_cursor, stale_cursor_error, state
-
-TRANSPORT = "longpoll"
+from pushbench.transports import Transport
+from servers.poll import respond, route_name
+from servers.state import check_future_cursor, events_after, parse_cursor, state
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     st = state(request)
-    st.stats.requests[TRANSPORT] += 1
+    st.stats.requests[route_name(request)] += 1
     after = parse_cursor(request)
     if after is None:
         return respond(request, None, [])
     check_future_cursor(request, after)
-    await st.feed.wait_after(after, st.config["server"]["longpoll_timeout_s"])
-    try:
-        events = st.feed.events_after(after)
-    except StaleCursor as exc:
-        raise stale_cursor_error(request, exc) from None
-    return respond(request, after, events)
+    await st.feed.wait_after(after, st.config.server.longpoll_timeout_s)
+    return respond(request, after, events_after(request, after))
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/longpoll", handle, name=TRANSPORT, allow_head=False)
+def add_routes(app: web.Application, transport: Transport) -> None:
+    app.router.add_get(transport.path, handle, name=transport.name, allow_head=False)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from servers.feed import Event, StaleCursor
-from servers.state import check_future_cursor, parse_cursor, stale_cursor_error, state
-
-TRANSPORT = "poll"
+from pushbench.transports import Transport
+from servers.feed import Event
+from servers.state import check_future_cursor, events_after, parse_cursor, state
 
 
 def poll_body(cursor: int, events: list[Event]) -> bytes:
@@ -19,23 +18,23 @@ def respond(request: web.Request, after: int | None, events: list[Event]) -> web
     """The poll/longpoll answer: C is the last seq returned, or N if none (latest seq when no cursor)."""
     st = state(request)
     cursor = events[-1].seq if events else (st.feed.latest_seq if after is None else after)
-    st.stats.deliveries[request.match_info.route.name or TRANSPORT] += len(events)
+    st.stats.deliveries[route_name(request)] += len(events)
     return web.Response(body=poll_body(cursor, events), content_type="application/json")
 
 
+def route_name(request: web.Request) -> str:
+    """The transport a request came in on: its route is named after it (the key of its /stats counters)."""
+    return request.match_info.route.name or request.path
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
-    st = state(request)
-    st.stats.requests[TRANSPORT] += 1
+    state(request).stats.requests[route_name(request)] += 1
     after = parse_cursor(request)
     if after is None:
         return respond(request, None, [])
     check_future_cursor(request, after)
-    try:
-        events = st.feed.events_after(after)
-    except StaleCursor as exc:
-        raise stale_cursor_error(request, exc) from None
-    return respond(request, after, events)
+    return respond(request, after, events_after(request, after))
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/poll", handle, name=TRANSPORT, allow_head=False)
+def add_routes(app: web.Application, transport: Transport) -> None:
+    app.router.add_get(transport.path, handle, name=transport.name, allow_head=False)

@@ -1,6 +1,6 @@
 """Safe defaults for a server that gets abused by design: Origin checks, CORS, a connection limit, JSON errors.
 
-- ``/ws`` and ``/sse`` refuse a foreign ``Origin`` with 403 (cross-site WebSocket hijacking: a page on
+- The Origin-checked transports (``Transport.origin_checked``: ``/ws``, ``/sse``) refuse a foreign ``Origin`` with 403 (cross-site WebSocket hijacking: a page on
   another site must not open streams with the visitor's network position). Allowed: no Origin at all
   (curl, load generators, other non-browser clients), the server's own origin (Origin's host:port equals
   the Host header), and ``server.allowed_origins``.
@@ -26,12 +26,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from pushbench.config import ServerConfig
+from pushbench.transports import TRANSPORTS
 from servers.state import STATE, Stats, json_error, state
 
 log = logging.getLogger("pushbench.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ORIGIN_CHECKED_ROUTES = frozenset({"ws", "sse"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_MAX_AGE_S = 600
@@ -42,6 +43,7 @@ class Guard:
     """Per-server security settings and the connections accepted beyond ``max_connections``."""
 
     max_connections: int
+    origin_checked_routes: frozenset[str]  # route names of the transports that check Origin
     allowed_origins: frozenset[str]
     cors_origins: frozenset[str]
     over_limit: set[Any] = field(default_factory=set)  # RequestHandlers to answer 503 and close
@@ -81,7 +83,7 @@ def is_same_origin(origin: str, host_header: str | None) -> bool:
 
 
 def origin_allowed(origin: str | None, host_header: str | None, allowed: frozenset[str]) -> bool:
-    """The Origin rule of /ws and /sse: none, the same origin, or one of ``server.allowed_origins``."""
+    """The Origin rule of the streaming endpoints: none, the same origin, or one of ``server.allowed_origins``."""
     if origin is None:
         return True
     return "*" in allowed or normalize_origin(origin) in allowed or is_same_origin(origin, host_header)
@@ -122,7 +124,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
                     "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
                 },
             )
-    if request.match_info.route.name in ORIGIN_CHECKED_ROUTES and not origin_allowed(
+    if request.match_info.route.name in guard.origin_checked_routes and not origin_allowed(
         origin, request.host, guard.allowed_origins
     ):
         stats.rejected["foreign_origin"] += 1
@@ -134,7 +136,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
-        limit = state(request).config["server"]["max_body_bytes"]
+        limit = state(request).config.server.max_body_bytes
         raise json_error(413, f"request body larger than {limit} bytes (server.max_body_bytes)") from None
 
 
@@ -149,12 +151,13 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
             response.headers.add("Vary", "Origin")
 
 
-def setup(app: web.Application, server_cfg: dict[str, Any]) -> None:
+def setup(app: web.Application, server_cfg: ServerConfig) -> None:
     """Install the guard on an app (the middleware itself is listed in ``make_app``)."""
     app[GUARD] = Guard(
-        max_connections=server_cfg["max_connections"],
-        allowed_origins=frozenset(map(normalize_origin, server_cfg["allowed_origins"])),
-        cors_origins=frozenset(map(normalize_origin, server_cfg["cors_origins"])),
+        max_connections=server_cfg.max_connections,
+        origin_checked_routes=frozenset(t.name for t in TRANSPORTS.values() if t.origin_checked),
+        allowed_origins=frozenset(map(normalize_origin, server_cfg.allowed_origins)),
+        cors_origins=frozenset(map(normalize_origin, server_cfg.cors_origins)),
     )
     app.on_response_prepare.append(add_cors_headers)
 

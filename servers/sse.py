@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pushbench.transports import Transport
 from servers.feed import Event, FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, make_room
-from servers.state import check_future_cursor, json_error, parse_cursor, stale_cursor_error, state
+from servers.poll import route_name
+from servers.state import check_future_cursor, events_after, json_error, parse_cursor, state
 
-TRANSPORT = "sse"
 HEARTBEAT = b": keep-alive\n\n"
 
 
@@ -30,19 +31,17 @@ def resume_point(request: web.Request) -> int | None:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     st = state(request)
-    st.stats.requests[TRANSPORT] += 1
+    name = route_name(request)
+    st.stats.requests[name] += 1
     after = resume_point(request)
     if after is None:
         after = st.feed.latest_seq
     check_future_cursor(request, after)
-    try:
-        st.feed.events_after(after)  # refuse a stale resume point before the stream starts
-    except StaleCursor as exc:
-        raise stale_cursor_error(request, exc) from None
+    events_after(request, after)  # refuse a stale resume point before the stream starts
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    heartbeat = st.config["server"]["sse_heartbeat_s"] or None
-    send_buffer_bytes = st.config["server"]["send_buffer_bytes"]
+    heartbeat = st.config.server.sse_heartbeat_s or None
+    send_buffer_bytes = st.config.server.send_buffer_bytes
     transport = request.transport
     bound_send_buffer(transport, send_buffer_bytes)
     try:
@@ -51,7 +50,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             await make_room(transport, len(record), send_buffer_bytes)
             await response.write(record)
             if event is not None:
-                st.stats.deliveries[TRANSPORT] += 1
+                st.stats.deliveries[name] += 1
     except SlowClient:
         st.stats.slow_client_drops += 1  # stopped reading: cut it; it resumes with Last-Event-ID when it can
         drop(transport)
@@ -62,5 +61,5 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/sse", handle, name=TRANSPORT, allow_head=False)
+def add_routes(app: web.Application, transport: Transport) -> None:
+    app.router.add_get(transport.path, handle, name=transport.name, allow_head=False)

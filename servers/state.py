@@ -11,9 +11,9 @@ from typing import Any
 import psutil
 from aiohttp import web
 
-from servers.feed import Feed, StaleCursor
-
-TRANSPORTS = ("poll", "longpoll", "sse", "ws")
+from pushbench.config import Sections
+from pushbench.transports import TRANSPORTS, echo_keys
+from servers.feed import Event, Feed, StaleCursor
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Stats:
     connections_accepted: int = 0
     connections_open: int = 0
     connections_peak: int = 0
-    echoes: Counter[str] = field(default_factory=Counter)  # echo messages answered: "http" (POST /echo), "ws"
+    echoes: Counter[str] = field(default_factory=Counter)  # echo messages answered, by Transport.echo_key
     stale_cursors: int = 0  # requests whose cursor had left the history
     slow_client_drops: int = 0
     rejected: Counter[str] = field(default_factory=Counter)  # error responses and closes, by kind
@@ -49,7 +49,7 @@ class Stats:
             "late_ticks": feed.late_ticks,
             "deliveries": {t: self.deliveries[t] for t in TRANSPORTS},
             "requests": dict(self.requests),
-            "echoes": {k: self.echoes[k] for k in ("http", "ws")},
+            "echoes": {k: self.echoes[k] for k in echo_keys()},
             "connections_accepted": self.connections_accepted,
             "connections_open": self.connections_open,
             "connections_peak": self.connections_peak,
@@ -66,7 +66,7 @@ class Stats:
 
 @dataclass
 class ServerState:
-    config: dict[str, Any]  # the resolved sections: {"feed": ..., "server": ..., "load": ...}
+    config: Sections
     feed: Feed
     stats: Stats
     process: psutil.Process
@@ -117,6 +117,14 @@ def stale_cursor_error(request: web.Request, exc: StaleCursor) -> web.HTTPExcept
     """410 Gone: the client's resume point left the history, so it knows it lost events."""
     state(request).stats.stale_cursors += 1
     return json_error(410, str(exc), after=exc.after, oldest=exc.oldest, latest=exc.latest)
+
+
+def events_after(request: web.Request, after: int) -> list[Event]:
+    """The events after a resume point; 410 Gone (the client learns what it lost) when it left the history."""
+    try:
+        return state(request).feed.events_after(after)
+    except StaleCursor as exc:
+        raise stale_cursor_error(request, exc) from None
 
 
 def check_future_cursor(request: web.Request, after: int) -> None:

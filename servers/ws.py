@@ -10,18 +10,20 @@ import contextlib
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
+from pushbench.transports import Transport
 from servers.feed import FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, is_valid_close_code, make_room
-from servers.state import check_future_cursor, parse_cursor, stale_cursor_error, state
+from servers.poll import route_name
+from servers.state import check_future_cursor, events_after, parse_cursor, state
 
-TRANSPORT = "ws"
 MAX_FRAME_HEADER_BYTES = 10  # a server frame: 2 bytes + 8 for the longest length, no mask (RFC 6455 §5.2)
 SOCKETS = web.AppKey("websockets", set)  # the open WebSocketResponses, closed with 1001 on shutdown
 
 
 async def _push(ws: web.WebSocketResponse, request: web.Request, after: int) -> None:
     st = state(request)
-    send_buffer_bytes = st.config["server"]["send_buffer_bytes"]
+    name = route_name(request)
+    send_buffer_bytes = st.config.server.send_buffer_bytes
     transport = request.transport
     try:
         async for event in st.feed.follow(after):
@@ -29,7 +31,7 @@ async def _push(ws: web.WebSocketResponse, request: web.Request, after: int) -> 
                 continue
             await make_room(transport, len(event.body) + MAX_FRAME_HEADER_BYTES, send_buffer_bytes)
             await ws.send_frame(event.body, WSMsgType.TEXT)
-            st.stats.deliveries[TRANSPORT] += 1
+            st.stats.deliveries[name] += 1
     except SlowClient:
         st.stats.slow_client_drops += 1  # stopped reading: cut it; it resumes with ?after when it can
         drop(transport)
@@ -90,26 +92,23 @@ async def receive_loop(ws: web.WebSocketResponse, request: web.Request, echo_onl
 
 async def handle(request: web.Request) -> web.StreamResponse:
     st = state(request)
-    cfg = st.config["server"]
-    st.stats.requests[TRANSPORT] += 1
+    cfg = st.config.server
+    st.stats.requests[route_name(request)] += 1
     echo_only = request.query.get("mode") == "echo"
     after = parse_cursor(request)
     if not echo_only:
         if after is None:
             after = st.feed.latest_seq
         check_future_cursor(request, after)
-        try:
-            st.feed.events_after(after)
-        except StaleCursor as exc:
-            raise stale_cursor_error(request, exc) from None
+        events_after(request, after)  # refuse a stale resume point before the handshake
     ws = web.WebSocketResponse(
-        compress=cfg["ws_compress"],
-        max_msg_size=cfg["max_ws_message_bytes"],
-        heartbeat=cfg["ws_heartbeat_s"] or None,
+        compress=cfg.ws_compress,
+        max_msg_size=cfg.max_ws_message_bytes,
+        heartbeat=cfg.ws_heartbeat_s or None,
         autoclose=False,
     )
     await ws.prepare(request)
-    bound_send_buffer(request.transport, cfg["send_buffer_bytes"])
+    bound_send_buffer(request.transport, cfg.send_buffer_bytes)
     request.app[SOCKETS].add(ws)
     pusher = None if echo_only or after is None else asyncio.create_task(_push(ws, request, after))
     try:
@@ -132,7 +131,8 @@ async def close_all(app: web.Application) -> None:
     )
 
 
-def add_routes(app: web.Application) -> None:
-    app[SOCKETS] = set()
-    app.on_shutdown.append(close_all)
-    app.router.add_get("/ws", handle, name=TRANSPORT, allow_head=False)
+def add_routes(app: web.Application, transport: Transport) -> None:
+    if SOCKETS not in app:
+        app[SOCKETS] = set()
+        app.on_shutdown.append(close_all)
+    app.router.add_get(transport.path, handle, name=transport.name, allow_head=False)

@@ -43,7 +43,7 @@ class RunningServer:
 @asynccontextmanager
 async def running_server(*overrides: str) -> AsyncIterator[RunningServer]:
     """An in-process server (real aiohttp app, real socket on 127.0.0.1:0) for one test."""
-    config = default_config(overrides).to_dict()
+    config = default_config(overrides)
     app = make_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pushbench.config import ConfigError, build_config, expand_cells, load_config, parse_set
+from pushbench.config import ConfigError, LoadConfig, build_config, default_config, expand_cells, load_config, parse_set
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +34,10 @@ def test_shipped_configs_are_valid() -> None:
 
 def test_defaults_and_overrides() -> None:
     config = build_config({"feed": {"rate_hz": 5}}, "t.toml", ["feed.rate_hz=20", "load.scenario=echo"])
-    assert config.feed["rate_hz"] == 20.0 and isinstance(config.feed["rate_hz"], float)
-    assert config.load["scenario"] == "echo"
-    assert config.server["host"] == "127.0.0.1" and config.server["longpoll_timeout_s"] == 30.0
-    assert config.server["keepalive"] is True and config.server["ws_compress"] is False
+    assert config.feed.rate_hz == 20.0 and isinstance(config.feed.rate_hz, float)
+    assert config.load.scenario == "echo"
+    assert config.server.host == "127.0.0.1" and config.server.longpoll_timeout_s == 30.0
+    assert config.server.keepalive is True and config.server.ws_compress is False
 
 
 def test_parse_set_takes_toml_values() -> None:
@@ -51,16 +51,14 @@ def test_matrix_is_a_cross_product_and_sweeps_a_union() -> None:
     config = build_config({"matrix": {"transport": ["ws", "sse"], "clients": [1, 10, 100]}}, "t.toml")
     cells = expand_cells(config)
     assert len(cells) == 6
-    assert {(c.load["transport"], c.load["clients"]) for c in cells} == {
-        (t, n) for t in ("ws", "sse") for n in (1, 10, 100)
-    }
+    assert {(c.load.transport, c.load.clients) for c in cells} == {(t, n) for t in ("ws", "sse") for n in (1, 10, 100)}
     sweep = build_config(
         {"load": {"clients": 10}, "sweep": [{"transport": ["ws", "poll"]}, {"transport": ["ws"], "clients": [10, 20]}]},
         "t.toml",
     )
     cells = expand_cells(sweep)
     # ws/10 appears in both sweeps and is run once
-    assert [(c.load["transport"], c.load["clients"]) for c in cells] == [("ws", 10), ("poll", 10), ("ws", 20)]
+    assert [(c.load.transport, c.load.clients) for c in cells] == [("ws", 10), ("poll", 10), ("ws", 20)]
 
 
 def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
@@ -147,3 +145,22 @@ def test_server_command_exits_2_on_config_errors_and_starts_nothing(tmp_path: Pa
         f"{bad}: feed.rate_hz: must be > 0, got -3.0",
         f"{bad}: server.port: must be between 0 and 65535, got -1",
     ]
+
+
+def test_any_section_key_can_vary_as_section_dot_key() -> None:
+    nested = build_config({"matrix": {"transport": ["ws"], "server": {"keepalive": [True, False]}}}, "t.toml")
+    dotted = build_config({"matrix": {"transport": ["ws"], "server.keepalive": [True, False]}}, "t.toml")
+    for config in (nested, dotted):
+        cells = expand_cells(config)
+        assert [c.server.keepalive for c in cells] == [True, False]
+        assert cells[1].varied == {"transport": "ws", "server.keepalive": False}
+    with pytest.raises(ConfigError, match=r"matrix\.server\.colour: unknown key"):
+        build_config({"matrix": {"server.colour": [1]}}, "t.toml")
+
+
+def test_sections_are_frozen_and_typed() -> None:
+    config = default_config()
+    assert isinstance(config.load, LoadConfig) and config.load.clients == 10
+    with pytest.raises(AttributeError):
+        config.load.clients = 3  # type: ignore[misc]
+    assert config.to_dict()["server"]["allowed_origins"] == []  # plain data for run.json and --set

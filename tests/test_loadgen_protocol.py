@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from loadgen.poll import parse_poll_body
 from loadgen.runner import server_args, toml_value
 from loadgen.sse import SseParser
 from loadgen.ws import accept_value, encode_frame, mask, parse_frame_head
-from pushbench.config import default_config, expand_cells
+from pushbench.config import LoadConfig, default_config, expand_cells
 
 BROWSER_FIXTURE = {
     "browser": "Chromium 156.0.8078.73",
@@ -50,10 +51,8 @@ BROWSER_FIXTURE = {
 }
 
 
-def load_section(**overrides: Any) -> dict[str, Any]:
-    load = dict(default_config().load)
-    load.update(overrides)
-    return load
+def load_section(**overrides: Any) -> LoadConfig:
+    return replace(default_config().load, **overrides)
 
 
 def test_header_block_bytes_by_hand() -> None:
