@@ -14,9 +14,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from loadgen.headers import HeaderProfile, ProfileError, header_block_bytes, make_profile
+from loadgen.proxy import ProxyUnavailable, find_haproxy
 from loadgen.results import CellSummary, OutputError, RunFolder, summarize, write_run
 from loadgen.runner import cell_seconds, log_dir, run_cell
+from loadgen.tls import CertificateError, CertStore
 from pushbench.config import Cell, ConfigError, expand_cells, load_config
+from pushbench.stacks import STACKS
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
@@ -45,6 +48,26 @@ def profiles_for(cells: list[Cell], source: str) -> tuple[dict[int, HeaderProfil
             if message not in problems:
                 problems.append(message)
     return profiles, problems
+
+
+def stack_problems(cells: list[Cell], source: str, certs: CertStore) -> list[str]:
+    """What keeps the TLS stacks from running: no HAProxy, an unusable certificate (each named once)."""
+    problems: list[str] = []
+    for cell in cells:
+        if not STACKS[cell.load.stack].tls:
+            continue
+        try:
+            find_haproxy()
+            certs.for_load(cell.load)
+        except ProxyUnavailable as exc:
+            message = f"{source}: load.stack = {cell.load.stack!r}: {exc}"
+        except CertificateError as exc:
+            message = f"{source}: load.tls_cert_file: {exc}"
+        else:
+            continue
+        if message not in problems:
+            problems.append(message)
+    return problems
 
 
 def profile_record(profile: HeaderProfile) -> dict[str, Any]:
@@ -107,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         problems.extend(line for line in str(exc).splitlines() if line.strip())
     cells = expand_cells(config) if config is not None else []
+    certs = CertStore()
     if config is not None:
         profiles, problems = profiles_for(cells, config.source)
+        problems += stack_problems(cells, config.source, certs)
     folder: RunFolder | None = None
     try:
         folder = RunFolder(Path(args.out), config.name if config is not None else Path(args.config).stem)
@@ -119,8 +144,24 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         if folder is not None:
             folder.discard()
+        certs.close()
         return EXIT_CONFIG
     assert folder is not None and config is not None
+    try:
+        return _run(args, config, cells, profiles, folder, certs, err)
+    finally:
+        certs.close()
+
+
+def _run(
+    args: argparse.Namespace,
+    config: Any,
+    cells: list[Cell],
+    profiles: dict[int, HeaderProfile],
+    folder: RunFolder,
+    certs: CertStore,
+    err: Console,
+) -> int:
 
     runs = [(cell, r) for cell in cells for r in range(1, cell.load.repeat + 1)]
     estimates = [cell_seconds(cell) for cell, _ in runs]
@@ -141,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 def tick(base: float = done_s, est: float = estimates[i], t0: float = cell_started) -> None:
                     progress.update(task, completed=base + min(est, time.monotonic() - t0))
 
-                run = run_cell(cell, repeat, profiles[cell.index], log_dir(), tick)
+                run = run_cell(cell, repeat, profiles[cell.index], log_dir(), tick, certs)
                 summary = summarize(run, profiles[cell.index])
                 summaries.append(summary)
                 done_s += estimates[i]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,8 @@ from typing import Any
 from loadgen.conn import ClientError, Connection, ConnectionReused, ErrorKind, Phase, WindowBook
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import LatencyRecorder, SeqTracker, backoff_s
+from loadgen.tls import client_context
+from pushbench.stacks import DEFAULT_STACK, STACKS, Stack
 from pushbench.transports import TRANSPORTS, Transport
 
 NS_PER_S = 1_000_000_000
@@ -42,10 +45,21 @@ class Plan:
     stop_ns: int
     seq_first: int  # feed events with intended time in the window: seq_first..seq_last
     seq_last: int
+    stack: str = DEFAULT_STACK  # pushbench.stacks: h1 (cleartext, straight to the server), h1-tls, h2-tls
+    ca_file: str = ""  # TLS stacks: the run's CA certificate, the only one the clients trust
 
     @property
     def hostport(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
+
+    @property
+    def stack_spec(self) -> Stack:
+        """The registry's record of this cell's stack (TLS, HTTP/2, ALPN, scheme)."""
+        return STACKS[self.stack]
+
+    @property
+    def scheme(self) -> str:
+        return self.stack_spec.scheme
 
     @property
     def transport_spec(self) -> Transport:
@@ -87,6 +101,14 @@ class ClientContext:
     reconnects: int = 0
     requests_retried: int = 0  # ConnectionReused: sent on a connection the server had just closed
     error_samples: list[str] = field(default_factory=list)
+    _ssl: ssl.SSLContext | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the cell's stack (one per worker), None in cleartext."""
+        if self.plan.stack_spec.tls and self._ssl is None:
+            self._ssl = client_context(self.plan.stack_spec, self.plan.ca_file)
+        return self._ssl
 
     def deliver(self, client: ClientState, seq: int, intended_ns: int, received_ns: int) -> None:
         """One message arrived: first deliveries inside the window get a latency."""
@@ -102,7 +124,13 @@ class ClientContext:
     async def connect(self, client: ClientState) -> Connection:
         client.conn_seq += 1
         conn = await Connection.open(
-            self.book, client.index, client.conn_seq, self.plan.host, self.plan.port, self.plan.request_timeout_s
+            self.book,
+            client.index,
+            client.conn_seq,
+            self.plan.host,
+            self.plan.port,
+            self.plan.request_timeout_s,
+            self.ssl_context,
         )
         return conn
 

@@ -7,6 +7,13 @@ just before it closes, through a duplicate of the socket's file descriptor: asyn
 descriptor as soon as a connection is reset, and the duplicate keeps the kernel socket, and its
 counters, readable until pushbench has read them.
 
+Over TLS (the ``*-tls`` stacks) the same connection carries ``ssl``: the client reads and writes plaintext,
+counted as it passes (``CountingReader``, ``up_offset``), while ``TCP_INFO`` of the socket underneath still
+gives the kernel's bytes, so TLS overhead is their difference. Payload positions are then plaintext stream
+positions and the window's edges are the plaintext counts at the marks (the window starts and ends between
+publications, when no record is half-way). A connection opened inside the window counts from the stream's
+first byte: its handshake (the TCP bytes before the handshake completed) is kept apart.
+
 The HTTP client is deliberately small (request line, header lines, Content-Length or chunked bodies):
 pushbench must know every byte it puts on the wire, and ``minimal`` must really be minimal.
 """
@@ -17,10 +24,12 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from typing import SupportsIndex
 
 from loadgen.headers import header_block
 from loadgen.metrics import PayloadLedger
@@ -83,6 +92,14 @@ class ConnRecord:
     bytes_down_payload: int
     bytes_up_payload: int
     timestamps: bool
+    # The application's byte streams (HTTP and everything above), as the client wrote and read them:
+    # equal to the TCP bytes in cleartext; over TLS the difference is TLS's (records, handshake, alerts).
+    bytes_down_plain: int = 0
+    bytes_up_plain: int = 0
+    bytes_down_tls_handshake: int = 0  # TCP bytes before the handshake completed (connections opened inside)
+    bytes_up_tls_handshake: int = 0
+    tls: bool = False
+    alpn: str = ""  # the protocol the proxy chose by ALPN ("h2", "http/1.1"), "" in cleartext
 
 
 @dataclass
@@ -91,6 +108,18 @@ class _Mark:
     up: int
     segs_in: int
     segs_out: int
+    plain_down: int = 0  # the plaintext stream offsets at the same instant (= down/up in cleartext)
+    plain_up: int = 0
+
+
+class CountingReader(asyncio.StreamReader):
+    """A StreamReader that counts every byte the transport handed it (plaintext over TLS)."""
+
+    received_bytes = 0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.received_bytes += len(data)  # type: ignore[arg-type]  # always bytes from a transport
+        super().feed_data(data)
 
 
 @dataclass
@@ -139,6 +168,7 @@ class Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         timeout_s: float,
+        handshake: tuple[int, int] = (0, 0),
     ) -> None:
         self.book = book
         self.client = client
@@ -154,30 +184,57 @@ class Connection:
         self.responses = 0  # complete responses read on this connection
         transport_sock = writer.get_extra_info("socket")
         self._sock = socket.socket(fileno=os.dup(transport_sock.fileno()))
+        ssl_object = writer.get_extra_info("ssl_object")
+        self.tls = ssl_object is not None
+        self.alpn = (ssl_object.selected_alpn_protocol() or "") if ssl_object is not None else ""
         self._start: _Mark | None = None
         self._end: _Mark | None = None
         self._timestamps = False
+        # TLS: (down, up) TCP bytes of the handshake, counted for connections opened inside the window only.
+        self._handshake = handshake if book.phase is Phase.IN else (0, 0)
         with contextlib.suppress(OSError):
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         book.open.add(self)
         if book.phase is Phase.IN:
             book.opened_in_window += 1
             book.concurrent_peak = max(book.concurrent_peak, len(book.open))
-            # Opened inside the window: its handshake segments count too, so segments start from zero.
-            self.mark_start(from_zero_segments=True)
+            self.mark_opened()
 
     @classmethod
     async def open(
-        cls, book: WindowBook, client: int, conn_seq: int, host: str, port: int, timeout_s: float
+        cls,
+        book: WindowBook,
+        client: int,
+        conn_seq: int,
+        host: str,
+        port: int,
+        timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Connection:
+        """Connect (and complete the TLS handshake when ``ssl_context`` is given)."""
+        loop = asyncio.get_running_loop()
+        reader = CountingReader(limit=MAX_HEADER_BYTES * 16, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             async with asyncio.timeout(timeout_s):
-                reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEADER_BYTES * 16)
+                transport, _ = await loop.create_connection(
+                    lambda: protocol,
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    server_hostname=host if ssl_context is not None else None,
+                )
         except TimeoutError:
             raise ClientError(ErrorKind.CONNECT, f"connect to {host}:{port} timed out after {timeout_s}s") from None
+        except ssl.SSLError as exc:
+            raise ClientError(ErrorKind.CONNECT, f"TLS handshake with {host}:{port}: {exc}") from None
         except OSError as exc:
             raise ClientError(ErrorKind.CONNECT, f"connect to {host}:{port}: {exc.strerror or exc}") from None
-        return cls(book, client, conn_seq, reader, writer, timeout_s)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        handshake = (0, 0)
+        if ssl_context is not None:
+            handshake = await _handshake_bytes(transport.get_extra_info("socket"))
+        return cls(book, client, conn_seq, reader, writer, timeout_s, handshake)
 
     # --- kernel counters ---------------------------------------------------------------------------
 
@@ -189,23 +246,29 @@ class Connection:
             return None
         self._timestamps = info.timestamps
         down, up = _offsets(info, own_fin)
-        return _Mark(down, up, info.segs_in, info.segs_out)
+        if self.tls:
+            assert isinstance(self.reader, CountingReader)
+            return _Mark(down, up, info.segs_in, info.segs_out, self.reader.received_bytes, self.up_offset)
+        return _Mark(down, up, info.segs_in, info.segs_out, down, up)
 
-    def mark_start(self, from_zero_segments: bool = False) -> None:
+    def mark_start(self) -> None:
         mark = self._read()
         if mark is None:
             return
-        if from_zero_segments:
-            mark.segs_in = mark.segs_out = 0
         self._start = mark
-        self.ledger.mark_start(mark.down, mark.up)
+        self.ledger.mark_start(mark.plain_down, mark.plain_up)
+
+    def mark_opened(self) -> None:
+        """Opened inside the window: count from the first byte and segment; the TLS handshake is set apart."""
+        self._start = _Mark(0, 0, 0, 0, 0, 0)
+        self.ledger.mark_start(0, 0)
 
     def mark_end(self, mark: _Mark | None = None) -> None:
         mark = mark or self._read()
         if mark is None or self._start is None:
             return
         self._end = mark
-        self.ledger.mark_end(mark.down, mark.up)
+        self.ledger.mark_end(mark.plain_down, mark.plain_up)
 
     # --- bytes -------------------------------------------------------------------------------------
 
@@ -402,6 +465,12 @@ class Connection:
                     bytes_down_payload=self.ledger.down_payload,
                     bytes_up_payload=self.ledger.up_payload,
                     timestamps=self._timestamps,
+                    bytes_down_plain=end.plain_down - start.plain_down,
+                    bytes_up_plain=end.plain_up - start.plain_up,
+                    bytes_down_tls_handshake=self._handshake[0],
+                    bytes_up_tls_handshake=self._handshake[1],
+                    tls=self.tls,
+                    alpn=self.alpn,
                 )
             )
         with contextlib.suppress(Exception):
@@ -411,6 +480,21 @@ class Connection:
                 self.writer.close()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+async def _handshake_bytes(sock: socket.socket) -> tuple[int, int]:
+    """(down, up) TCP bytes of a TLS handshake that has just completed, nothing else written or read yet.
+
+    Down: everything received so far (the server's flight; its session tickets come only after our Finished).
+    Up: everything sent once our Finished has left (uvloop flushes it one loop iteration after the handshake
+    completes), by ``tcpi_bytes_sent``: sent, whether or not acknowledged yet. (0, 0) if the kernel will not say.
+    """
+    try:
+        down = read_tcp_info(sock).stream_offsets()[0]
+        await asyncio.sleep(0)
+        return down, read_tcp_info(sock).bytes_sent
+    except (OSError, WireCountersUnavailable):
+        return 0, 0
 
 
 def _offsets(info: TcpInfo, own_fin: bool) -> tuple[int, int]:

@@ -50,7 +50,7 @@ async def echo_schedule(ctx: ClientContext, client: ClientState) -> AsyncIterato
 
 async def post_echo(ctx: ClientContext, client: ClientState, seq: int, body: bytes, conn: Connection) -> bool:
     """POST message ``seq`` to /echo on ``conn`` and deliver the reply; the response's keep-alive."""
-    headers = ctx.plan.profile.post_headers(ctx.plan.hostport, "application/json", len(body))
+    headers = ctx.plan.profile.post_headers(ctx.plan.hostport, "application/json", len(body), ctx.plan.scheme)
     response = await conn.request("POST", "/echo", headers, body, body_is_payload=True)
     received_ns = time.time_ns()
     if response.status != 200:

@@ -44,21 +44,21 @@ class HeaderProfile:
     cookie_bytes: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
-    def fetch_headers(self, host: str) -> Headers:
-        """The header lines of a GET request to ``host`` (``HOST:PORT``)."""
-        return self._with_cookie(_fill(self.fetch, host))
+    def fetch_headers(self, host: str, scheme: str = "http") -> Headers:
+        """The header lines of a GET request to ``host`` (``HOST:PORT``) on a ``scheme`` origin."""
+        return self._with_cookie(_fill(self.fetch, host, scheme))
 
-    def post_headers(self, host: str, content_type: str, content_length: int) -> Headers:
+    def post_headers(self, host: str, content_type: str, content_length: int, scheme: str = "http") -> Headers:
         """A POST (the echo scenario): the fetch headers, ``Origin`` as browsers send it, and the body's headers."""
-        headers = self.fetch_headers(host)
+        headers = self.fetch_headers(host, scheme)
         if self.name == "browser" and not _has(headers, "origin"):
-            headers.insert(1, ("Origin", f"http://{host}"))
+            headers.insert(1, ("Origin", f"{scheme}://{host}"))
         return [*headers, ("Content-Type", content_type), ("Content-Length", str(content_length))]
 
-    def websocket_headers(self, host: str, key: str, offer_deflate: bool) -> Headers:
+    def websocket_headers(self, host: str, key: str, offer_deflate: bool, scheme: str = "http") -> Headers:
         """The handshake header lines: the profile's, with the library's RFC 6455 headers set for this connection."""
         out: Headers = []
-        for name, value in _fill(self.websocket, host):
+        for name, value in _fill(self.websocket, host, scheme):
             lower = name.lower()
             if lower == "sec-websocket-key":
                 value = key
@@ -86,8 +86,8 @@ def _has(headers: Sequence[tuple[str, str]], lower_name: str) -> bool:
     return any(n.lower() == lower_name for n, _ in headers)
 
 
-def _fill(headers: Sequence[tuple[str, str]], host: str) -> Headers:
-    origin = f"http://{host}"
+def _fill(headers: Sequence[tuple[str, str]], host: str, scheme: str = "http") -> Headers:
+    origin = f"{scheme}://{host}"
     return [(n, v.replace("{host}", host).replace("{origin}", origin)) for n, v in headers]
 
 
@@ -104,6 +104,21 @@ def cookie_value(size: int) -> str:
 def header_block(headers: Sequence[tuple[str, str]]) -> bytes:
     """The header lines as sent: ``Name: value\\r\\n`` each (no request line, no final blank line)."""
     return b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in headers)
+
+
+# Connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2); ``Host`` becomes ``:authority``.
+H2_DROPPED_HEADERS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
+
+
+def h2_request_headers(
+    method: str, scheme: str, path: str, headers: Sequence[tuple[str, str]], authority: str | None = None
+) -> Headers:
+    """An HTTP/1.1 profile's request as a browser sends it over HTTP/2: pseudo-headers first (``:method``,
+    ``:scheme``, ``:authority``, ``:path``), then the other fields with lower-case names, without ``Host`` and the
+    connection-specific fields. ``authority`` defaults to the profile's ``Host`` value."""
+    host = authority or next((v for n, v in headers if n.lower() == "host"), "")
+    pseudo = [(":method", method), (":scheme", scheme), (":authority", host), (":path", path)]
+    return pseudo + [(n.lower(), v) for n, v in headers if n.lower() not in H2_DROPPED_HEADERS]
 
 
 def header_block_bytes(headers: Sequence[tuple[str, str]]) -> int:

@@ -39,7 +39,7 @@ def parse_poll_body(body: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
 async def fetch(ctx: ClientContext, client: ClientState, conn: Connection, path: str) -> bool:
     """One poll or long poll on ``conn``: deliver its events, move the cursor; False if the server closes."""
     target = path if client.cursor is None else f"{path}?after={client.cursor}"
-    response = await conn.request("GET", target, ctx.plan.profile.fetch_headers(ctx.plan.hostport))
+    response = await conn.request("GET", target, ctx.plan.profile.fetch_headers(ctx.plan.hostport, ctx.plan.scheme))
     received_ns = time.time_ns()
     if response.status == 410:
         # The resume point left the history: the events in between are lost (never delivered), resume after.

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from loadgen.conn import ERROR_KINDS
 from loadgen.headers import HeaderProfile, header_block_bytes
+from loadgen.layers import layer_columns
 from loadgen.metrics import (
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
@@ -40,7 +41,8 @@ from loadgen.metrics import (
 )
 from loadgen.runner import CellRun
 from loadgen.wire import TCP_TIMESTAMP_OPTION_BYTES, tcpip_header_bytes
-from pushbench import transports
+from pushbench import stacks, transports
+from pushbench.stacks import STACKS
 from pushbench.transports import TRANSPORTS
 
 FORMAT_VERSION = 1
@@ -61,11 +63,16 @@ SUMMARY_COLUMNS = [
     "workers", "send_interval_s", "cookie_bytes", "events_published_server", "server_deliveries",
     "server_connections_accepted", "connections_peak_clients", "stale_resumes", "reconnects", "requests_retried", "clients_late",
     "tcp_timestamps",
+    # Stacks (TLS, HTTP/2 through the proxy) and the layer split: tcp = payload + http + tls + tls_handshake.
+    "stack", "alpn", "tls_key_type", "bytes_down_http", "bytes_up_http", "bytes_down_tls", "bytes_up_tls",
+    "bytes_tls_handshake", "bytes_down_tls_handshake", "bytes_up_tls_handshake", "proxy_cpu_s", "proxy_rss_bytes",
+    "server_total_cpu_s", "server_total_rss_bytes",
 ]  # fmt: skip
 
 CONNECTION_COLUMNS = [
     "cell_id", "repeat", "worker", "client", "conn_seq", "opened_ns", "closed_ns", "bytes_down_tcp",
-    "bytes_up_tcp", "segs_in", "segs_out", "bytes_down_payload", "bytes_up_payload",
+    "bytes_up_tcp", "segs_in", "segs_out", "bytes_down_payload", "bytes_up_payload", "bytes_down_plain",
+    "bytes_up_plain", "bytes_down_tls_handshake", "bytes_up_tls_handshake", "alpn",
 ]  # fmt: skip
 
 
@@ -86,6 +93,31 @@ def request_header_bytes(
     if scenario == "echo":
         return header_block_bytes(profile.post_headers(hostport, "application/json", 0))
     return header_block_bytes(profile.fetch_headers(hostport))
+
+
+def proxy_columns(
+    server_cpu_s: float | None,
+    server_rss_bytes: int | None,
+    proxy_start: tuple[float, int] | None,
+    proxy_end: tuple[float, int] | None,
+) -> dict[str, Any]:
+    """The TLS proxy's CPU seconds in the window and RSS at its end, and the server side's total (app + proxy).
+
+    Without a proxy (``h1``) the totals are the app server's own figures.
+    """
+    proxy_cpu = proxy_end[0] - proxy_start[0] if proxy_start is not None and proxy_end is not None else None
+    proxy_rss = proxy_end[1] if proxy_end is not None else None
+    proxied = proxy_start is not None or proxy_end is not None
+    total_cpu = None if server_cpu_s is None or (proxied and proxy_cpu is None) else server_cpu_s + (proxy_cpu or 0.0)
+    total_rss = (
+        None if server_rss_bytes is None or (proxied and proxy_rss is None) else server_rss_bytes + (proxy_rss or 0)
+    )
+    return {
+        "proxy_cpu_s": proxy_cpu,
+        "proxy_rss_bytes": proxy_rss,
+        "server_total_cpu_s": total_cpu,
+        "server_total_rss_bytes": total_rss,
+    }
 
 
 @dataclass
@@ -250,6 +282,11 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "requests_retried": sum(r.requests_retried for r in results),
         "clients_late": late,
         "tcp_timestamps": timestamps,
+        "stack": load.stack,
+        "alpn": ",".join(sorted({rec.alpn for _, rec in records if rec.alpn})),
+        "tls_key_type": ("file" if load.tls_cert_file else load.tls_key_type) if STACKS[load.stack].tls else "",
+        **layer_columns(rec for _, rec in records),
+        **proxy_columns(cpu_s, s1.get("rss_bytes"), run.proxy_usage_start, run.proxy_usage_end),
     }
     connections = [
         {
@@ -266,6 +303,11 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             "segs_out": rec.segs_out,
             "bytes_down_payload": rec.bytes_down_payload,
             "bytes_up_payload": rec.bytes_up_payload,
+            "bytes_down_plain": rec.bytes_down_plain,
+            "bytes_up_plain": rec.bytes_up_plain,
+            "bytes_down_tls_handshake": rec.bytes_down_tls_handshake,
+            "bytes_up_tls_handshake": rec.bytes_up_tls_handshake,
+            "alpn": rec.alpn,
         }
         for worker, rec in records
     ]
@@ -398,7 +440,7 @@ def write_histograms(path: Path, summaries: list[CellSummary]) -> None:
 
 def write_connections(path: Path, summaries: list[CellSummary]) -> None:
     rows = [c for s in summaries for c in s.connections]
-    types = {"cell_id": pa.string(), "closed_ns": pa.int64()}
+    types = {"cell_id": pa.string(), "closed_ns": pa.int64(), "alpn": pa.string()}
     table = pa.table({col: pa.array([r[col] for r in rows], types.get(col, pa.int64())) for col in CONNECTION_COLUMNS})
     pq.write_table(table, path)
 
@@ -479,6 +521,7 @@ def write_run(
         "ended_at": iso(ended),
         "header_profiles": profiles,
         "transports": transports.describe(),
+        "stacks": stacks.describe(),
         "cells": [_json_safe(s.meta) for s in summaries],
     }
     tmp = folder.tmp / "run.json.tmp"

@@ -29,8 +29,11 @@ from typing import Any
 from loadgen.client import Plan
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import align_window, period_ns, window_seq_range
+from loadgen.proxy import ProxyProcess, ProxyUnavailable, start_proxy
+from loadgen.tls import CertificateError, CertStore
 from loadgen.worker import WorkerResult, assign_clients, worker_process
 from pushbench.config import Cell, LoadConfig
+from pushbench.stacks import STACKS
 from pushbench.transports import TRANSPORTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,6 +267,8 @@ class CellRun:
     time_wait_end: int | None = None
     server_port: int | None = None
     server_exit: int | None = None
+    proxy_usage_start: tuple[float, int] | None = None  # (CPU s, RSS bytes) of the TLS proxy, when there is one
+    proxy_usage_end: tuple[float, int] | None = None
 
     def fail(self, message: str, status: str = "incomplete") -> None:
         if self.status != "failed":
@@ -302,9 +307,20 @@ def inject_faults(server: ServerProcess, load: LoadConfig, start: int, end: int,
         run.warnings.append(f"{key}: sent {sig.name} to the server {at_s}s into the window")
 
 
-def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tick: Tick) -> CellRun:
-    """Run one cell once; see the module docstring. Never raises for a failure of the cell itself."""
+def run_cell(
+    cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tick: Tick, certs: CertStore | None = None
+) -> CellRun:
+    """Run one cell once; see the module docstring. Never raises for a failure of the cell itself.
+
+    A TLS stack puts HAProxy, with the run's certificates (``certs``, made here when not given), between the
+    clients and the server; it starts after the server and stops before it.
+    """
     run = CellRun(cell, repeat)
+    proxy: ProxyProcess | None = None
+    stack = STACKS[cell.load.stack]
+    own_certs = certs is None and stack.tls
+    if own_certs:
+        certs = CertStore()
     load, feed = cell.load, cell.feed
     server: ServerProcess | None = None
     ctx = mp.get_context("spawn")
@@ -322,6 +338,23 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
             workers.append((proc, parent_end))
         server = start_server(cell, log_dir)
         run.server_port = server.port
+        host, port, ca_file = server.host, server.port, ""
+        if stack.tls:
+            assert certs is not None
+            try:
+                files = certs.for_load(load)
+                proxy = start_proxy(
+                    stack=stack,
+                    server_pem=files.server_pem,
+                    ca_file=files.ca_pem,
+                    backend_host=server.host,
+                    backend_port=server.port,
+                    server=cell.server,
+                    work_dir=log_dir,
+                )
+            except (ProxyUnavailable, CertificateError) as exc:
+                raise CellFailed(str(exc)) from None
+            host, port, ca_file = proxy.host, proxy.port, str(files.ca_pem)
         loops = set()
         for proc, pipe in workers:
             try:
@@ -337,8 +370,8 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
         start, end = align_window(ref_ts, tick_ns, not_before, int(load.duration_s * NS_PER_S))
         seq_first, seq_last = window_seq_range(ref_seq, ref_ts, tick_ns, feed.burst, start, end)
         plan = Plan(
-            host=server.host,
-            port=server.port,
+            host=host,
+            port=port,
             transport=load.transport,
             scenario=load.scenario,
             clients=load.clients,
@@ -356,16 +389,22 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
             stop_ns=end + int(drain_s(load) * NS_PER_S),
             seq_first=seq_first,
             seq_last=seq_last,
+            stack=stack.name,
+            ca_file=ca_file,
         )
         run.plan = plan
         for _, pipe in workers:
             pipe.send(("plan", plan))
         if _wait_until(start, tick, server):
             run.stats_start = server.stats()
+            run.proxy_usage_start = proxy.usage() if proxy is not None else None
         inject_faults(server, load, start, end, tick, run)
         if _wait_until(end, tick, server):
             run.stats_end = server.stats()
-            run.time_wait_end = time_wait_sockets(server.host, server.port)
+            run.proxy_usage_end = proxy.usage() if proxy is not None else None
+            run.time_wait_end = time_wait_sockets(host, port)
+        if proxy is not None and not proxy.alive():
+            run.fail(f"the TLS proxy exited with status {proxy.proc.returncode} during the cell: {proxy.log_tail()}")
         if not server.alive():
             run.fail(f"server exited with status {server.proc.returncode} during the cell: {server.log_tail()}")
         elif run.stats_start is None or run.stats_end is None:
@@ -410,10 +449,17 @@ def run_cell(cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tic
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+        if proxy is not None:
+            proxy.stop()
+            for path in (proxy.config_path, proxy.log_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
         if server is not None:
             run.server_exit = server.stop()
             with contextlib.suppress(OSError):
                 server.log_path.unlink()
+        if own_certs and certs is not None:
+            certs.close()
     return run
 
 

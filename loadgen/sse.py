@@ -77,7 +77,7 @@ class SseParser:
 
 async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> None:
     """Open the stream and deliver events until it ends (a ClientError says why)."""
-    headers = ctx.plan.profile.fetch_headers(ctx.plan.hostport)
+    headers = ctx.plan.profile.fetch_headers(ctx.plan.hostport, ctx.plan.scheme)
     if client.cursor is not None:
         headers.append(("Last-Event-ID", str(client.cursor)))
     path = ctx.plan.transport_spec.path

@@ -99,7 +99,9 @@ def send_frame(conn: Connection, opcode: int, payload: bytes, is_payload: bool =
 async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, target: str) -> bool:
     """Upgrade ``conn``; True when permessage-deflate was negotiated."""
     key = ws_key(os.urandom(16))
-    headers = ctx.plan.profile.websocket_headers(ctx.plan.hostport, key, offer_deflate=ctx.plan.ws_compress)
+    headers = ctx.plan.profile.websocket_headers(
+        ctx.plan.hostport, key, offer_deflate=ctx.plan.ws_compress, scheme=ctx.plan.scheme
+    )
     conn.write(f"GET {target} HTTP/1.1\r\n".encode() + header_block(headers) + b"\r\n")
     await conn.drain()
     status, resp = await conn.read_head()

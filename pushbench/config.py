@@ -21,7 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from pushbench import transports
+from pushbench import stacks, transports
 
 SCENARIOS = ("feed", "echo")
 HEADER_PROFILES = ("minimal", "browser", "custom")
@@ -150,6 +150,18 @@ class LoadConfig:
     send_interval_s: float = setting(1.0, "echo scenario: each client sends one message this often", _positive)
     poll_interval_s: float = setting(1.0, "short polling: seconds between polls of one client", _positive)
     header_profile: str = setting("minimal", "request headers the clients send", choices=HEADER_PROFILES)
+    stack: str = setting(
+        stacks.DEFAULT_STACK,
+        "h1: cleartext HTTP/1.1 to the server; h1-tls / h2-tls: TLS 1.3 (HTTP/2 by ALPN) through HAProxy",
+        choices=stacks.choices,
+    )
+    tls_key_type: str = setting(
+        "ecdsa-p256", "TLS stacks: key of the per-run certificate", choices=stacks.TLS_KEY_TYPES
+    )
+    tls_cert_file: str = setting(
+        "", "TLS stacks: your own PEM (private key + certificate chain) instead of a per-run one"
+    )
+    tls_ca_file: str = setting("", "TLS stacks with tls_cert_file: the CA certificate the clients trust")
     cookie_bytes: int = setting(0, "browser profile: size of the Cookie header value", _between(0, 64 * 1024))
     custom_headers: dict[str, str] = setting({}, "custom profile: request headers sent", _header_table)
     seed: int = setting(1, "seed for client phases and message contents", _non_negative)
@@ -443,6 +455,8 @@ def _cross_checks(sections: Sections) -> list[str]:
     load = sections.load
     if load.header_profile == "custom" and not load.custom_headers:
         problems.append("load.custom_headers: must list headers when load.header_profile = 'custom'")
+    if bool(load.tls_cert_file) != bool(load.tls_ca_file):
+        problems.append("load.tls_cert_file: give tls_cert_file and tls_ca_file together (or neither: per-run ones)")
     return problems
 
 

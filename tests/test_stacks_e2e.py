@@ -1,0 +1,109 @@
+"""The TLS and HTTP/2 stacks end to end: real HAProxy on 127.0.0.1 in front of the real server, real clients,
+the kernel's byte counts split layer by layer and checked against arithmetic done by hand.
+
+The default suite runs a few seconds-long cells; ``make test-stacks`` (marker ``stacks``) runs every transport
+over every stack.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loadgen.layers import TLS13_RECORD_OVERHEAD_BYTES
+from tests.test_loadgen_e2e import event_bytes, run_loadgen
+
+pytestmark = pytest.mark.skipif(shutil.which("/usr/sbin/haproxy") is None, reason="HAProxy not installed")
+
+
+def layers_add_up(row: object, direction: str) -> None:
+    """payload + HTTP + TLS records + TLS handshake = the kernel's TCP bytes, per direction."""
+    get = row.__getitem__  # type: ignore[attr-defined]
+    total = (
+        get(f"bytes_{direction}_payload")
+        + get(f"bytes_{direction}_http")
+        + get(f"bytes_{direction}_tls")
+        + get(f"bytes_{direction}_tls_handshake")
+    )
+    assert total == get(f"bytes_{direction}_tcp")
+
+
+def test_h1_tls_websocket_event_costs_its_frame_header_plus_one_record(tmp_path: Path) -> None:
+    """A 94..97-byte event alone in a TLS 1.3 record: 2 bytes of frame header + 22 of record (5 header,
+    1 inner type, 16 AES-GCM tag) on top of the payload, as the kernel counted it; and short polls that each
+    open a TLS connection (keepalive off) pay the handshake, reported apart."""
+    run = run_loadgen(
+        tmp_path,
+        """
+        [[sweep]]
+        transport = ["ws"]
+        stack = ["h1-tls"]
+
+        [[sweep]]
+        transport = ["poll"]
+        stack = ["h1-tls"]
+        keepalive = [false]
+        """,
+        rate_hz=10,
+        clients=2,
+    )
+    assert run.rc == 0, run.stderr
+    ws = run.row(transport="ws")
+    meta = run.cell_meta(ws.cell_id)
+    assert ws.status == "ok", meta["warnings"]
+    seqs = range(meta["seq_first"], meta["seq_last"] + 1)
+    assert ws.messages_received == ws.messages_expected == 2 * len(seqs) == 20
+    assert ws.messages_lost == ws.messages_duplicated == 0
+    assert ws.stack == "h1-tls" and ws.alpn == "http/1.1"
+    assert ws.bytes_down_payload == 2 * sum(event_bytes(s, 10**18, 50) for s in seqs)
+    n = ws.messages_received
+    assert ws.bytes_down_http == 2 * n  # RFC 6455 header of a <= 125-byte frame
+    assert ws.bytes_down_tls == TLS13_RECORD_OVERHEAD_BYTES * n == 22 * n
+    assert ws.bytes_down_tcp == ws.bytes_down_payload + (2 + 22) * n  # the kernel's count, nothing else
+    assert ws.bytes_tls_handshake == 0 and ws.connections_opened == 0  # connected before the window
+    assert ws.bytes_up_tcp == 0
+    assert ws.proxy_cpu_s >= 0 and ws.proxy_rss_bytes > 1_000_000
+    assert ws.server_total_cpu_s == pytest.approx(ws.server_cpu_s + ws.proxy_cpu_s)
+    layers_add_up(ws, "down")
+
+    poll = run.row(transport="poll")
+    assert poll.status == "ok", run.cell_meta(poll.cell_id)["warnings"]
+    assert poll.messages_lost == poll.messages_duplicated == 0
+    assert poll.messages_received == poll.messages_expected
+    conns = run.connections[(run.connections.cell_id == poll.cell_id) & (run.connections.bytes_down_tls_handshake > 0)]
+    assert poll.connections_opened == len(conns) >= 8  # one TLS connection per poll (0.2 s interval, 2 clients)
+    assert poll.bytes_tls_handshake == conns.bytes_down_tls_handshake.sum() + conns.bytes_up_tls_handshake.sum()
+    # TLS 1.3 with a P-256 certificate: the server's flight (ServerHello .. Finished) is several hundred bytes,
+    # the client's (ClientHello, Finished) a few hundred; what each carries varies only by a few signature bytes.
+    assert 500 < conns.bytes_down_tls_handshake.min() <= conns.bytes_down_tls_handshake.max() < 2000
+    assert conns.bytes_down_tls_handshake.max() - conns.bytes_down_tls_handshake.min() <= 4
+    assert 200 < conns.bytes_up_tls_handshake.min() < 1000
+    # Up, after the handshake, each connection carried one request: exactly one record's overhead.
+    up_records = conns.bytes_up_tcp - conns.bytes_up_plain - conns.bytes_up_tls_handshake
+    assert (up_records == TLS13_RECORD_OVERHEAD_BYTES).all(), up_records.tolist()
+    for direction in ("down", "up"):
+        layers_add_up(poll, direction)
+    assert poll.bytes_up_tls > 0 and poll.bytes_down_tls > 0
+
+
+def test_missing_proxy_is_one_line_per_tls_stack_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHBENCH_HAPROXY", str(tmp_path / "no-haproxy"))
+    run = run_loadgen(tmp_path, '[matrix]\ntransport = ["ws"]\nstack = ["h1", "h1-tls", "h2-tls"]\n')
+    assert run.rc == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 2, lines  # one line per TLS stack; h1 is fine
+    assert all("no-haproxy" in line and "apt-get install haproxy" in line for line in lines)
+    assert "load.stack = 'h1-tls'" in lines[0] and "load.stack = 'h2-tls'" in lines[1]
+    assert not any((tmp_path / "results").glob("*"))
+
+
+def test_unusable_certificate_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    run = run_loadgen(tmp_path, "", extra_load=f'stack = "h1-tls"\ntls_cert_file = "{bad}"\ntls_ca_file = "{bad}"')
+    assert run.rc == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "load.tls_cert_file" in lines[0]
+    assert not any((tmp_path / "results").glob("*"))
