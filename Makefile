@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
-.PHONY: setup test test-slow bench quick lint format clean chromium test-browser browser-profile conformance
+.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) haproxy
 
-test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not browser and not conformance" -q
+test: $(STAMP) haproxy
+	$(PY) -m pytest -m "not slow and not browser and not conformance and not stacks" -q
+
+# Every transport over every TLS stack through the real HAProxy (about a minute on 2 cores).
+test-stacks: $(STAMP) haproxy
+	$(PY) -m pytest -m stacks -q -rs
+
+# The TLS stacks (h1-tls, h2-tls) put Debian's HAProxy in front of the servers; without it only h1 runs.
+HAPROXY ?= /usr/sbin/haproxy
+haproxy:
+	@test -x $(HAPROXY) || apt-get install -y haproxy || (apt-get update && apt-get install -y haproxy) \
+		|| echo "warning: HAProxy could not be installed; the TLS stacks (h1-tls, h2-tls) will not run"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
@@ -51,11 +61,11 @@ browser-profile: $(STAMP) chromium
 	@command -v Xvfb >/dev/null || apt-get install -y xvfb || echo "warning: no Xvfb; recording headless Chromium"
 	$(PY) -m servers.browser_profile --chromium $(CHROMIUM)
 
-bench: $(STAMP)
+bench: $(STAMP) haproxy
 	$(PY) -m loadgen --config $(CONFIG)
 	$(PY) -m analysis results/latest
 
-quick: $(STAMP)
+quick: $(STAMP) haproxy
 	$(PY) -m loadgen --config configs/quick.toml
 	$(PY) -m analysis results/latest
 
