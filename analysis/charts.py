@@ -24,7 +24,6 @@ from matplotlib.ticker import EngFormatter
 
 from analysis.fmt import fmt
 from analysis.metrics import (
-    TRANSPORT_NAMES,
     first,
     loglog_slope,
     memory_per_client_bytes,
@@ -32,13 +31,9 @@ from analysis.metrics import (
     transports_in,
 )
 from analysis.model import Analysis
+from analysis.transports import Transports
 
-# One colour per transport, the same in every chart (colour-blind-safe Okabe–Ito hues).
-COLOURS = {"poll": "#D55E00", "longpoll": "#E69F00", "sse": "#009E73", "ws": "#0072B2"}
-OTHER_COLOUR = "#777777"
-# One marker per transport too, largest first, so lines that coincide stay visible.
-MARKERS = {"poll": ("s", 9.0), "longpoll": ("D", 7.0), "sse": ("^", 6.5), "ws": ("o", 4.5)}
-SHORT = {"poll": "poll", "longpoll": "long poll", "sse": "SSE", "ws": "WS"}
+# One colour and marker per transport, the same in every chart: the run's transport table (run.json).
 LAYERS = (  # stacked from the bottom: (suffix, label, alpha, hatch)
     ("payload", "payload", 1.0, ""),
     ("overhead", "HTTP / frame overhead", 0.55, "//"),
@@ -59,14 +54,6 @@ matplotlib.rcParams.update(
         "legend.fontsize": 8,
     }
 )
-
-
-def colour(transport: str) -> str:
-    return COLOURS.get(transport, OTHER_COLOUR)
-
-
-def label(transport: str) -> str:
-    return TRANSPORT_NAMES.get(transport, transport)
 
 
 def describe(base: dict[str, Any], free: tuple[str, ...] = ()) -> str:
@@ -101,11 +88,6 @@ def no_data(ax: Axes, what: str) -> None:
     ax.set_yticks([])
 
 
-def transport_legend(ax: Axes, transports: list[str], **kw: Any) -> None:
-    handles = [Line2D([], [], color=colour(t), marker=MARKERS.get(t, ("o", 5))[0], label=label(t)) for t in transports]
-    ax.legend(handles=handles, **kw)
-
-
 def _errorbars(group: pd.DataFrame, col: str) -> np.ndarray | None:
     if (group["repeats"] < 2).all():
         return None
@@ -117,6 +99,7 @@ def _errorbars(group: pd.DataFrame, col: str) -> np.ndarray | None:
 
 def line_per_transport(
     ax: Axes,
+    tt: Transports,
     data: pd.DataFrame,
     x: str,
     y: str,
@@ -128,7 +111,7 @@ def line_per_transport(
 ) -> list[str]:
     """One line per transport (mean of repeats, bars from min to max); returns the transports drawn."""
     drawn = []
-    for t in transports_in(data) if not data.empty else []:
+    for t in transports_in(data, tt) if not data.empty else []:
         g = data[(data["transport"] == t) & data[y].notna()].sort_values(x)
         if g.empty:
             continue
@@ -137,13 +120,13 @@ def line_per_transport(
             g[x],
             g[y] * scale_y,
             yerr=None if err is None else err * scale_y,
-            color=colour(t),
+            color=tt.colour(t),
             linestyle=linestyle,
-            marker=MARKERS.get(t, ("o", 5))[0],
-            markersize=MARKERS.get(t, ("o", 5))[1],
-            markerfacecolor="white" if hollow else colour(t),
+            marker=tt.marker(t)[0],
+            markersize=tt.marker(t)[1],
+            markerfacecolor="white" if hollow else tt.colour(t),
             capsize=2,
-            label=label(t) + suffix,
+            label=tt.label(t) + suffix,
         )
         drawn.append(t)
     return drawn
@@ -153,6 +136,7 @@ def line_per_transport(
 
 
 def header_overhead(a: Analysis) -> Figure:
+    tt = a.transports
     data = slice_cells(a.cells, a.base, free=("payload_bytes", "header_profile", "scenario"))
     payloads = sorted(data["payload_bytes"].unique()) if not data.empty else []
     # The baseline scenario and profile get a panel per payload size; every other scenario/profile measured
@@ -180,7 +164,7 @@ def header_overhead(a: Analysis) -> Figure:
         panel = _overhead_panel(data, scenario, profile, payload)
         ax.set_title(f"{scenario}, {profile} headers, {fmt(payload)}-B payload")
         ticks, names, centres, groups = [], [], [], []
-        for i, t in enumerate(transports_in(panel)):
+        for i, t in enumerate(transports_in(panel, tt)):
             cell = first(panel[panel["transport"] == t])
             for j, direction in enumerate(("down", "up")):
                 x = i * 2.6 + j
@@ -192,10 +176,10 @@ def header_overhead(a: Analysis) -> Figure:
                         x,
                         v,
                         bottom=bottom,
-                        color=colour(t),
+                        color=tt.colour(t),
                         alpha=alpha,
                         hatch=hatch,
-                        edgecolor=colour(t),
+                        edgecolor=tt.colour(t),
                         linewidth=0.6,
                         width=0.9,
                     )
@@ -212,7 +196,7 @@ def header_overhead(a: Analysis) -> Figure:
                 ticks.append(x)
                 names.append("↓" if direction == "down" else "↑")
             centres.append(i * 2.6 + 0.5)
-            groups.append(SHORT.get(t, t))
+            groups.append(tt.short(t))
         ax.set_xticks(ticks, names, fontsize=8)
         ax.set_xticks(centres, groups, minor=True, fontsize=8)
         ax.tick_params(axis="x", which="minor", length=0, pad=14)
@@ -224,7 +208,9 @@ def header_overhead(a: Analysis) -> Figure:
         Patch(facecolor="#555555", alpha=alpha, hatch=hatch, edgecolor="#555555", label=name)
         for _, name, alpha, hatch in LAYERS
     ]
-    transport_handles = [Patch(color=colour(t), label=label(t)) for t in transports_in(data)] if not data.empty else []
+    transport_handles = (
+        [Patch(color=tt.colour(t), label=tt.label(t)) for t in transports_in(data, tt)] if not data.empty else []
+    )
     fig.legend(handles=layer_handles + transport_handles, loc="outside lower center", ncol=7)
     fig.suptitle(
         "Bytes on the wire per delivered event (↓ server→client, ↑ client→server)\n"
@@ -243,10 +229,11 @@ def _overhead_panel(data: pd.DataFrame, scenario: Any, profile: Any, payload: An
 
 
 def bandwidth(a: Analysis) -> Figure:
+    tt = a.transports
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     by_rate = slice_cells(a.cells, a.base, free=("rate_hz",))
-    drawn = line_per_transport(ax1, by_rate, "events_per_s", "wire_bps_per_client")
+    drawn = line_per_transport(ax1, tt, by_rate, "events_per_s", "wire_bps_per_client")
     ax1.set_title(f"Per client vs event rate\n{describe(a.base, ('rate_hz',))}")
     ax1.set_xlabel("events published per second")
     ax1.set_ylabel("bits per second per client (both directions)")
@@ -255,7 +242,7 @@ def bandwidth(a: Analysis) -> Figure:
     if drawn:
         ax1.legend()
     by_clients = slice_cells(a.cells, a.base, free=("clients",))
-    drawn = line_per_transport(ax2, by_clients, "clients", "wire_bps_total")
+    drawn = line_per_transport(ax2, tt, by_clients, "clients", "wire_bps_total")
     ax2.set_title(f"All clients together vs number of clients\n{describe(a.base, ('clients',))}")
     ax2.set_xlabel("connected clients")
     ax2.set_ylabel("bits per second, all clients (both directions)")
@@ -281,6 +268,7 @@ def _log_if_positive(ax: Axes, which: str) -> None:
 
 
 def latency(a: Analysis) -> Figure:
+    tt = a.transports
     echo = slice_cells(a.cells, {**a.base, "scenario": "echo"}, free=())
     panels = 3 if not echo.empty else 2
     fig = Figure(figsize=(5.2 * panels, 4.4), layout="constrained")
@@ -288,16 +276,16 @@ def latency(a: Analysis) -> Figure:
     interval_ms = float(a.base["poll_interval_s"]) * 1000
     ax = axes[0]
     chosen = slice_cells(a.cells, a.base, free=())
-    for t in transports_in(chosen) if not chosen.empty else []:
+    for t in transports_in(chosen, tt) if not chosen.empty else []:
         cell = first(chosen[chosen["transport"] == t])
         hist = a.merged_latency(int(cell["cell_index"]))
         if hist is None or hist.get_total_count() == 0:
             continue
         xs, ys = cdf_points(hist)
-        ax.step(xs, ys, where="post", color=colour(t), label=f"{label(t)} ({fmt(hist.get_total_count())} events)")
+        ax.step(xs, ys, where="post", color=tt.colour(t), label=f"{tt.label(t)} ({fmt(hist.get_total_count())} events)")
     if ax.has_data():
         ax.set_xscale("log")
-        ax.axvline(interval_ms, color=colour("poll"), linestyle=":", linewidth=1)
+        ax.axvline(interval_ms, color=tt.colour("poll"), linestyle=":", linewidth=1)
         ax.annotate(
             f"short-poll interval\n{fmt(interval_ms)} ms",
             (interval_ms, 0.05),
@@ -305,7 +293,7 @@ def latency(a: Analysis) -> Figure:
             textcoords="offset points",
             ha="right",
             fontsize=7,
-            color=colour("poll"),
+            color=tt.colour("poll"),
         )
         ax.legend(loc="upper left")
     else:
@@ -317,10 +305,10 @@ def latency(a: Analysis) -> Figure:
 
     ax = axes[1]
     by_rate = slice_cells(a.cells, a.base, free=("rate_hz",))
-    drawn = line_per_transport(ax, by_rate, "events_per_s", "latency_p50_ms", suffix=" p50")
-    line_per_transport(ax, by_rate, "events_per_s", "latency_p99_ms", linestyle="--", hollow=True, suffix=" p99")
+    drawn = line_per_transport(ax, tt, by_rate, "events_per_s", "latency_p50_ms", suffix=" p50")
+    line_per_transport(ax, tt, by_rate, "events_per_s", "latency_p99_ms", linestyle="--", hollow=True, suffix=" p99")
     if drawn:
-        ax.axhline(interval_ms, color=colour("poll"), linestyle=":", linewidth=1)
+        ax.axhline(interval_ms, color=tt.colour("poll"), linestyle=":", linewidth=1)
         ax.annotate(
             f"short-poll interval {fmt(interval_ms)} ms",
             (0.01, interval_ms),
@@ -328,12 +316,12 @@ def latency(a: Analysis) -> Figure:
             xytext=(0, 2),
             textcoords="offset points",
             fontsize=7,
-            color=colour("poll"),
+            color=tt.colour("poll"),
         )
         _log_if_positive(ax, "both")
         ax.legend(
             handles=[
-                *(Line2D([], [], color=colour(t), marker=MARKERS.get(t, ("o", 5))[0], label=label(t)) for t in drawn),
+                *(Line2D([], [], color=tt.colour(t), marker=tt.marker(t)[0], label=tt.label(t)) for t in drawn),
                 Line2D([], [], color="#555555", marker="o", label="p50 (solid line, filled)"),
                 Line2D(
                     [],
@@ -358,7 +346,7 @@ def latency(a: Analysis) -> Figure:
 
     if panels == 3:
         ax = axes[2]
-        ts = transports_in(echo)
+        ts = transports_in(echo, tt)
         positions = np.arange(len(ts))
         for i, t in enumerate(ts):
             cell = first(echo[echo["transport"] == t])
@@ -368,13 +356,13 @@ def latency(a: Analysis) -> Figure:
                     positions[i] + (j - 0.5) * 0.4,
                     v,
                     width=0.38,
-                    color=colour(t),
+                    color=tt.colour(t),
                     alpha=1.0 if j == 0 else 0.5,
                     hatch=hatch,
-                    edgecolor=colour(t),
+                    edgecolor=tt.colour(t),
                 )
                 ax.annotate(fmt(v), (positions[i] + (j - 0.5) * 0.4, v), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(positions, [label(t) for t in ts])
+        ax.set_xticks(positions, [tt.label(t) for t in ts])
         ax.set_ylabel("round trip from intended send time (ms)")
         ax.set_title(
             "Echo round trip: p50 (solid) and p99 (hatched)\n"
@@ -398,25 +386,26 @@ def cdf_points(hist: Any) -> tuple[list[float], list[float]]:
 
 
 def connections(a: Analysis) -> Figure:
+    tt = a.transports
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     chosen = slice_cells(a.cells, a.base, free=("keepalive",))
     labels: list[str] = []
     for keepalive in (True, False):
         group = chosen[chosen["keepalive"] == keepalive]
-        for t in transports_in(group) if not group.empty else []:
+        for t in transports_in(group, tt) if not group.empty else []:
             v = float(first(group[group["transport"] == t])["connections_per_client_per_min"])
             x = len(labels)
             ax1.bar(
                 x,
                 v,
-                color=colour(t),
+                color=tt.colour(t),
                 hatch="" if keepalive else "xx",
-                edgecolor=colour(t),
+                edgecolor=tt.colour(t),
                 alpha=1.0 if keepalive else 0.6,
             )
             ax1.annotate(fmt(v), (x, v), ha="center", va="bottom", fontsize=7)
-            labels.append(label(t) + ("" if keepalive else "\nno keep-alive"))
+            labels.append(tt.label(t) + ("" if keepalive else "\nno keep-alive"))
     if labels:
         ax1.set_xticks(range(len(labels)), labels, fontsize=8)
         ax1.set_ylim(bottom=0, top=max(1.0, ax1.get_ylim()[1]))
@@ -425,7 +414,7 @@ def connections(a: Analysis) -> Figure:
     ax1.set_ylabel("TCP connections opened per client per minute")
     ax1.set_title(f"New connections during the window (the initial connect is before it)\n{describe(a.base)}")
     by_clients = slice_cells(a.cells, a.base, free=("clients",))
-    drawn = line_per_transport(ax2, by_clients, "clients", "connections_peak")
+    drawn = line_per_transport(ax2, tt, by_clients, "clients", "connections_peak")
     if drawn:
         xs = sorted(by_clients["clients"].unique())
         ax2.plot(xs, xs, color="#999999", linestyle=":", label="one per client")
@@ -444,10 +433,11 @@ def connections(a: Analysis) -> Figure:
 
 
 def server_cost(a: Analysis) -> Figure:
+    tt = a.transports
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     chosen = slice_cells(a.cells, a.base, free=())
-    ts = transports_in(chosen) if not chosen.empty else []
+    ts = transports_in(chosen, tt) if not chosen.empty else []
     for i, t in enumerate(ts):
         cell = first(chosen[chosen["transport"] == t])
         v = float(cell["server_cpu_ms_per_1k_events"])
@@ -457,25 +447,25 @@ def server_cost(a: Analysis) -> Figure:
                 [v - float(cell["server_cpu_ms_per_1k_events__min"])],
                 [float(cell["server_cpu_ms_per_1k_events__max"]) - v],
             ]
-        ax1.bar(i, v, yerr=err, color=colour(t), capsize=3)
+        ax1.bar(i, v, yerr=err, color=tt.colour(t), capsize=3)
         ax1.annotate(fmt(v), (i, v), ha="center", va="bottom", fontsize=7, xytext=(6, 0), textcoords="offset points")
     if ts:
-        ax1.set_xticks(range(len(ts)), [label(t) for t in ts])
+        ax1.set_xticks(range(len(ts)), [tt.label(t) for t in ts])
     else:
         no_data(ax1, "feed cells")
     ax1.set_ylabel("server CPU ms per 1,000 delivered events")
     ax1.set_title(f"Server CPU per 1,000 delivered events\n{describe(a.base)}")
     by_clients = slice_cells(a.cells, a.base, free=("clients",))
-    ts2 = transports_in(by_clients) if not by_clients.empty else []
+    ts2 = transports_in(by_clients, tt) if not by_clients.empty else []
     marginal_all = True
     for i, t in enumerate(ts2):
         g = by_clients[by_clients["transport"] == t]
         per_client, marginal = memory_per_client_bytes(g["clients"].tolist(), g["server_rss_bytes"].tolist())
         marginal_all &= marginal
-        ax2.bar(i, per_client / 1024, color=colour(t), hatch="" if marginal else "..", edgecolor=colour(t))
+        ax2.bar(i, per_client / 1024, color=tt.colour(t), hatch="" if marginal else "..", edgecolor=tt.colour(t))
         ax2.annotate(fmt(per_client / 1024), (i, per_client / 1024), ha="center", va="bottom", fontsize=7)
     if ts2:
-        ax2.set_xticks(range(len(ts2)), [label(t) for t in ts2])
+        ax2.set_xticks(range(len(ts2)), [tt.label(t) for t in ts2])
     else:
         no_data(ax2, "feed cells varying clients")
     ax2.set_ylabel("server memory per connected client (KiB)")
@@ -493,6 +483,7 @@ def server_cost(a: Analysis) -> Figure:
 
 
 def scaling(a: Analysis) -> Figure:
+    tt = a.transports
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     by_clients = slice_cells(a.cells, a.base, free=("clients",))
@@ -502,20 +493,20 @@ def scaling(a: Analysis) -> Figure:
     ):
         scale = 1 / 8 if col == "wire_bps_total" else 1.0
         drawn = []
-        for t in transports_in(by_clients) if not by_clients.empty else []:
+        for t in transports_in(by_clients, tt) if not by_clients.empty else []:
             g = by_clients[(by_clients["transport"] == t) & (by_clients[col] > 0)].sort_values("clients")
             if g.empty:
                 continue
             k = loglog_slope(g["clients"].tolist(), g[col].tolist())
             slope = f", slope {k:.2f}" if not math.isnan(k) else ""
-            marker, size = MARKERS.get(t, ("o", 5))
+            marker, size = tt.marker(t)
             ax.plot(
                 g["clients"],
                 g[col] * scale,
-                color=colour(t),
+                color=tt.colour(t),
                 marker=marker,
                 markersize=size,
-                label=f"{label(t)}{slope}",
+                label=f"{tt.label(t)}{slope}",
             )
             drawn.append(t)
         if drawn:

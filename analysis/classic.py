@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from analysis.fmt import fmt
-from analysis.metrics import TRANSPORT_NAMES, extrapolate_mbps, first, slice_cells, transports_in
+from analysis.metrics import extrapolate_mbps, first, slice_cells, transports_in
+from analysis.transports import Transports
 
 CLIENT_COUNTS = (1_000, 10_000, 100_000)
 
@@ -38,6 +39,7 @@ class ClassicRow:
     """One transport and header profile: what each client cost per second, and that cost scaled up."""
 
     transport: str
+    label: str  # the transport's label in prose ("short polling")
     header_profile: str
     cell_ids: str
     events_per_s: float
@@ -51,11 +53,11 @@ class ClassicRow:
     explanation: str
 
 
-def classic_rows(cells: pd.DataFrame, base: Mapping[str, Any]) -> list[ClassicRow]:
+def classic_rows(cells: pd.DataFrame, base: Mapping[str, Any], tt: Transports) -> list[ClassicRow]:
     """One row per transport and header profile, from the baseline feed cell of each."""
     chosen = slice_cells(cells, {**base, "scenario": "feed"}, free=("header_profile",))
     rows = []
-    for transport in transports_in(chosen):
+    for transport in transports_in(chosen, tt):
         for profile in ("minimal", "browser", "custom"):
             match = chosen[(chosen["transport"] == transport) & (chosen["header_profile"] == profile)]
             if match.empty:
@@ -66,6 +68,7 @@ def classic_rows(cells: pd.DataFrame, base: Mapping[str, Any]) -> list[ClassicRo
             rows.append(
                 ClassicRow(
                     transport=transport,
+                    label=tt.label(transport),
                     header_profile=profile,
                     cell_ids=str(cell["cell_ids"]),
                     events_per_s=float(cell["events_per_s"]),
@@ -76,16 +79,16 @@ def classic_rows(cells: pd.DataFrame, base: Mapping[str, Any]) -> list[ClassicRo
                     overhead_mbps=tuple(extrapolate_mbps(overhead, n) for n in CLIENT_COUNTS),
                     wire_mbps=tuple(extrapolate_mbps(wire, n) for n in CLIENT_COUNTS),
                     reference_mbps=REFERENCE_MBPS.get(transport),
-                    explanation=explain(cell),
+                    explanation=explain(cell, tt),
                 )
             )
     return rows
 
 
-def explain(cell: Mapping[str, Any]) -> str:
+def explain(cell: Mapping[str, Any], tt: Transports) -> str:
     """Why this cell's measured figure differs from the reference, in numbers taken from the cell."""
     t = str(cell["transport"])
-    name = TRANSPORT_NAMES.get(t, t)
+    name = tt.label(t)
     up = float(cell["up_overhead_bytes_per_client_per_s"])
     down = float(cell["down_overhead_bytes_per_client_per_s"])
     events_per_client_s = float(cell["events_per_client_per_s"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.fmt import fmt
-from analysis.metrics import HEADLINES, PARAMETERS, TRANSPORTS, records, safe_div
+from analysis.metrics import HEADLINES, PARAMETERS, records, safe_div
 from analysis.model import Analysis
 from analysis.verdicts import describe_cell
 
@@ -49,7 +49,7 @@ def compare(run_a: Analysis, run_b: Analysis) -> tuple[list[Difference], int, in
     """Differences per matching cell and headline figure; also how many cells only A or only B has."""
     a_cells = {cell_key(c): c for c in records(run_a.cells)}
     b_cells = {cell_key(c): c for c in records(run_b.cells)}
-    order = {t: i for i, t in enumerate(TRANSPORTS)}
+    order = {t: i for i, t in enumerate([*run_a.transports.by_name, *run_b.transports.by_name])}
     common = sorted(set(a_cells) & set(b_cells), key=lambda k: (order.get(str(k[0]), 99), tuple(map(str, k[1:]))))
     out = []
     for key in common:
@@ -60,7 +60,7 @@ def compare(run_a: Analysis, run_b: Analysis) -> tuple[list[Difference], int, in
                 continue
             out.append(
                 Difference(
-                    cell=describe_cell(a),
+                    cell=describe_cell(a, run_a.transports),
                     figure=label,
                     unit=unit,
                     a=va,

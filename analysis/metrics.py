@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.results import CELL_PARAMETERS, records
-
-TRANSPORTS = ("poll", "longpoll", "sse", "ws")
-TRANSPORT_NAMES = {"poll": "short polling", "longpoll": "long polling", "sse": "SSE", "ws": "WebSocket"}
+from analysis.transports import Transports
 
 # What defines a cell, besides run.json's index: compared across runs and held fixed when slicing.
 PARAMETERS = (*CELL_PARAMETERS, "varied_extra")
@@ -176,8 +174,9 @@ HEADLINES: dict[str, tuple[str, str]] = {
 }
 
 
-def derive(summary: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv plus the derived per-row figures (all repeats, every status)."""
+def derive(summary: pd.DataFrame, polling: Sequence[str]) -> pd.DataFrame:
+    """summary.csv plus the derived per-row figures (all repeats, every status); ``polling``: the transports
+    whose clients poll on their own schedule (they get ``overhead_bytes_per_poll``)."""
     df = summary.copy()
     splits = [per_event_split(row) for row in records(df)]
     for name in ("down_payload", "down_overhead", "down_tcpip", "up_payload", "up_overhead", "up_tcpip"):
@@ -205,7 +204,7 @@ def derive(summary: pd.DataFrame) -> pd.DataFrame:
     ):
         df[col] = [safe_div(b, n) for b, n in zip(df[source], per_client_s, strict=True)]
     df["overhead_bytes_per_poll"] = [
-        safe_div(o, polls_estimate(c, d, i)) if t == "poll" else math.nan
+        safe_div(o, polls_estimate(c, d, i)) if t in polling else math.nan
         for o, c, d, i, t in zip(
             overhead, df["clients"], df["duration_s"], df["poll_interval_s"], df["transport"], strict=True
         )
@@ -342,7 +341,6 @@ def slice_cells(cells: pd.DataFrame, base: Mapping[str, Any], free: Sequence[str
     return cells[mask]
 
 
-def transports_in(cells: pd.DataFrame) -> list[str]:
-    """The transports present, in the fixed order poll, longpoll, sse, ws."""
-    present = set(cells["transport"])
-    return [t for t in TRANSPORTS if t in present] + sorted(present - set(TRANSPORTS))
+def transports_in(cells: pd.DataFrame, transports: Transports) -> list[str]:
+    """The transports present, in the run's registry order."""
+    return transports.order(cells["transport"]) if not cells.empty else []

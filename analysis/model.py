@@ -10,6 +10,7 @@ from hdrh.histogram import HdrHistogram
 
 from analysis.metrics import aggregate, baseline, derive
 from analysis.results import Run, records
+from analysis.transports import Transports
 
 
 @dataclass
@@ -18,6 +19,10 @@ class Analysis:
     rows: pd.DataFrame  # summary.csv + derived figures, one row per cell and repeat
     cells: pd.DataFrame  # one row per cell: means over measured repeats, with __min/__max/__spread
     base: dict[str, Any]  # the baseline parameters charts hold fixed while one factor varies
+
+    @property
+    def transports(self) -> Transports:
+        return self.run.transports
 
     def merged_latency(self, cell_index: int) -> HdrHistogram | None:
         """The latency histogram of a cell, its measured repeats merged losslessly (microseconds)."""
@@ -35,7 +40,7 @@ class Analysis:
 
 
 def analyse(run: Run, baseline_overrides: dict[str, Any] | None = None) -> Analysis:
-    rows = derive(run.summary)
+    rows = derive(run.summary, run.transports.polling())
     cells = aggregate(rows)
     if cells.empty:
         from analysis.results import ResultsError

@@ -17,7 +17,7 @@ from analysis.classic import (
     classic_rows,
 )
 from analysis.fmt import fmt
-from analysis.metrics import HEADLINES, TRANSPORT_NAMES, records
+from analysis.metrics import HEADLINES, records
 from analysis.model import Analysis
 from analysis.results import SUMMARY_COLUMNS
 from analysis.verdicts import Verdict, describe_cell, verdicts, warnings
@@ -201,7 +201,7 @@ def classic_html(rows: list[ClassicRow]) -> str:
     body = []
     for r in rows:
         line: list[Any] = [
-            TRANSPORT_NAMES.get(r.transport, r.transport),
+            r.label,
             r.header_profile,
             r.cell_ids,
             r.overhead_bytes_per_client_per_s,
@@ -211,8 +211,7 @@ def classic_html(rows: list[ClassicRow]) -> str:
         line.append(r.wire_mbps[-1])
         body.append(line)
     explanations = "".join(
-        f"<li><b>{esc(TRANSPORT_NAMES.get(r.transport, r.transport))}, {esc(r.header_profile)}:</b> {esc(r.explanation)}</li>"
-        for r in rows
+        f"<li><b>{esc(r.label)}, {esc(r.header_profile)}:</b> {esc(r.explanation)}</li>" for r in rows
     )
     intro = (
         "<p>The table that made the case for WebSocket, redone with measured numbers. Each row takes one measured cell "
@@ -259,7 +258,7 @@ def headlines_html(a: Analysis) -> str:
         headers += [f"{name} ({unit})", "spread (%)"]
     body = []
     for cell in records(a.cells):
-        line: list[Any] = [cell["cell_ids"], describe_cell(cell), cell["repeats"]]
+        line: list[Any] = [cell["cell_ids"], describe_cell(cell, a.transports), cell["repeats"]]
         for col in HEADLINES:
             spread = cell[f"{col}__spread"]
             line += [cell[col], 100 * spread if cell["repeats"] > 1 else None]
@@ -300,7 +299,7 @@ def render(a: Analysis, charts_png: Mapping[str, bytes]) -> str:
         *(verdict_html(v) for v in verdicts(a)),
         "<h2 id='charts'>Charts</h2>",
         *(chart_html(name, png) for name, png in charts_png.items()),
-        classic_html(classic_rows(a.cells, a.base)),
+        classic_html(classic_rows(a.cells, a.base, a.transports)),
         headlines_html(a),
         cells_html(a),
         warnings_html(found),

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.transports import Transports, from_run_json
+
 FORMAT_VERSION = 1
 
 # summary.csv: the required columns, in the contract's order, with how each is parsed.
@@ -127,6 +129,7 @@ class Run:
     meta: dict[str, Any]
     summary: pd.DataFrame
     histograms: dict[tuple[str, int], str]  # (cell_id, repeat) -> HdrHistogram.encode() text, microseconds
+    transports: Transports  # run.json ``transports`` (the four built-ins for older runs)
 
     @property
     def name(self) -> str:
@@ -148,7 +151,11 @@ def load_run(path: str | Path) -> Run:
     summary = read_summary(folder / "summary.csv")
     attach_cells(summary, meta, folder / "run.json", folder / "summary.csv")
     histograms = read_histograms(folder / "histograms.parquet", summary)
-    return Run(folder, meta, summary, histograms)
+    try:
+        transports = from_run_json(meta.get("transports"))
+    except ValueError as exc:
+        raise ResultsError(f"{folder / 'run.json'}: {exc}") from None
+    return Run(folder, meta, summary, histograms, transports)
 
 
 def read_run_json(path: Path) -> dict[str, Any]:

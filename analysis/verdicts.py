@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 
 from analysis.fmt import fmt
-from analysis.metrics import HEADLINES, NOISY_SPREAD, TRANSPORT_NAMES, first, records, slice_cells, transports_in
+from analysis.metrics import HEADLINES, NOISY_SPREAD, first, records, slice_cells, transports_in
 from analysis.model import Analysis
 from analysis.results import ERROR_KINDS
+from analysis.transports import Transports
 
-PUSH = ("sse", "ws")  # transports that claim to keep one connection per client for the whole session
 # A push transport "keeps one connection" when, inside the window, it opened fewer than this many new
 # connections per client per minute and peaked at no more than this many per client.
 REOPEN_TOLERANCE_PER_MIN = 0.1
@@ -34,11 +34,7 @@ class Verdict:
     text: str
 
 
-def name(t: str) -> str:
-    return TRANSPORT_NAMES.get(t, t)
-
-
-def describe_cell(cell: Mapping[str, Any]) -> str:
+def describe_cell(cell: Mapping[str, Any], tt: Transports) -> str:
     """'poll, feed, 100 clients, 10 events/s, 100-B payload, minimal headers' (plus anything unusual)."""
     parts = [
         str(cell["transport"]),
@@ -48,7 +44,7 @@ def describe_cell(cell: Mapping[str, Any]) -> str:
         f"{fmt(cell['payload_bytes'])}-B payload",
         f"{cell['header_profile']} headers",
     ]
-    if cell["transport"] == "poll":
+    if cell["transport"] in tt.polling():
         parts.append(f"poll every {fmt(cell['poll_interval_s'])} s")
     if not cell["keepalive"]:
         parts.append("no keep-alive")
@@ -73,10 +69,18 @@ def one_connection(a: Analysis) -> Verdict:
     claim = (
         "One connection: a push transport keeps one TCP connection per client, where polling keeps opening new ones."
     )
+    tt = a.transports
     chosen = slice_cells(a.cells, feed_base(a), free=("keepalive",))
-    push = [c for t in PUSH if (c := _cell(chosen[chosen["keepalive"] == a.base["keepalive"]], t)) is not None]
+    # The transports that claim to keep one connection per client for the whole session.
+    push = [
+        c for t in tt.streaming() if (c := _cell(chosen[chosen["keepalive"] == a.base["keepalive"]], t)) is not None
+    ]
     if not push:
-        return Verdict(claim, "not measured", "This run has no SSE or WebSocket feed cell at the baseline settings.")
+        return Verdict(
+            claim,
+            "not measured",
+            f"This run has no {' or '.join(map(tt.label, tt.streaming()))} feed cell at the baseline settings.",
+        )
     sentences = []
     push_ok = True
     for c in push:
@@ -84,10 +88,10 @@ def one_connection(a: Analysis) -> Verdict:
         ok = opened < REOPEN_TOLERANCE_PER_MIN and peak <= PEAK_TOLERANCE_PER_CLIENT
         push_ok &= ok
         sentences.append(
-            f"{name(c['transport'])} opened {fmt(opened)} new connections per client per minute during the window "
+            f"{tt.label(c['transport'])} opened {fmt(opened)} new connections per client per minute during the window "
             f"and peaked at {fmt(peak)} concurrent connections per client."
         )
-    polls = chosen[chosen["transport"] == "poll"]
+    polls = chosen[chosen["transport"].isin(tt.polling())]
     most_push = max(float(c["connections_per_client_per_min"]) for c in push)
     poll_worse = False
     for c in records(polls.sort_values("keepalive", ascending=False)):
@@ -118,17 +122,19 @@ def server_push(a: Analysis) -> Verdict:
     claim = (
         "Server push: an event reaches the client as soon as it is published, where polling waits for the next poll."
     )
+    tt = a.transports
     chosen = slice_cells(a.cells, feed_base(a), free=())
-    poll = _cell(chosen, "poll")
-    pushes = [c for t in ("longpoll", "sse", "ws") if (c := _cell(chosen, t)) is not None]
+    poll = next((c for t in tt.polling() if (c := _cell(chosen, t)) is not None), None)
+    pushes = [c for t in tt.pushing() if (c := _cell(chosen, t)) is not None]
     if not pushes:
+        names = ", ".join(map(tt.label, tt.pushing()))
         return Verdict(
-            claim, "not measured", "This run has no long-polling, SSE or WebSocket feed cell at the baseline."
+            claim, "not measured", f"This run has no feed cell of a push transport ({names}) at the baseline."
         )
     sentences = [
         "Median (p99) latency from each event's intended publish time: "
         + "; ".join(
-            f"{name(c['transport'])} {fmt(c['latency_p50_ms'])} ms ({fmt(c['latency_p99_ms'])} ms)" for c in pushes
+            f"{tt.label(c['transport'])} {fmt(c['latency_p50_ms'])} ms ({fmt(c['latency_p99_ms'])} ms)" for c in pushes
         )
         + "."
     ]
@@ -148,14 +154,14 @@ def server_push(a: Analysis) -> Verdict:
     by_rate = slice_cells(a.cells, feed_base(a), free=("rate_hz",))
     rates_ok = []
     for rate, group in by_rate.groupby("events_per_s"):
-        p = group[group["transport"] == "poll"]["latency_p50_ms"]
-        q = group[group["transport"].isin(["longpoll", "sse", "ws"])]["latency_p50_ms"]
+        p = group[group["transport"].isin(tt.polling())]["latency_p50_ms"]
+        q = group[group["transport"].isin(tt.pushing())]["latency_p50_ms"]
         if not p.empty and not q.empty:
             rates_ok.append((float(str(rate)), bool(q.max() < p.min())))
     if worst_push < p50_poll:
         outcome = "holds"
         sentences.append(
-            f"{name(best['transport'])} delivered the median event {fmt(factor)}× sooner than short polling."
+            f"{tt.label(best['transport'])} delivered the median event {fmt(factor)}× sooner than short polling."
         )
     else:
         outcome = "does not hold"
@@ -175,6 +181,7 @@ def lighter_headers(a: Analysis) -> Verdict:
     claim = (
         "Lighter headers: WebSocket frames cost a few bytes where every HTTP poll repeats hundreds of bytes of headers."
     )
+    tt = a.transports
     chosen = slice_cells(a.cells, feed_base(a), free=("header_profile",))
     sentences = []
     outcomes = []
@@ -183,10 +190,10 @@ def lighter_headers(a: Analysis) -> Verdict:
         if group.empty:
             continue
         parts = []
-        for t in transports_in(group):
+        for t in transports_in(group, tt):
             c = first(group[group["transport"] == t])
             parts.append(
-                f"{name(t)} {fmt(c['overhead_bytes_per_event'])} B ({fmt(c['wire_bytes_per_event'])} B on the wire "
+                f"{tt.label(t)} {fmt(c['overhead_bytes_per_event'])} B ({fmt(c['wire_bytes_per_event'])} B on the wire "
                 f"with payload and TCP/IP)"
             )
         sentences.append(f"With the {profile} header profile, overhead per delivered event: " + "; ".join(parts) + ".")
@@ -249,7 +256,7 @@ def warnings(a: Analysis) -> list[str]:
         )
     by_id = {c["cell_id"]: c for c in meta["cells"]}
     for row in records(a.rows):
-        where = f"{row['cell_id']} ({describe_cell(row)})"
+        where = f"{row['cell_id']} ({describe_cell(row, a.transports)})"
         if row["status"] != "ok":
             out.append(
                 f"{where}: status {row['status']}" + (": left out of charts." if row["status"] == "failed" else ".")
@@ -290,7 +297,7 @@ def warnings(a: Analysis) -> list[str]:
         ]
         if noisy:
             out.append(
-                f"{cell['cell_ids']} ({describe_cell(cell)}): repeats are noisy, (max − min) / mean = "
+                f"{cell['cell_ids']} ({describe_cell(cell, a.transports)}): repeats are noisy, (max − min) / mean = "
                 + ", ".join(noisy)
                 + f" (threshold {fmt(100 * NOISY_SPREAD)} %; latency spreads under 1 ms are not counted)."
             )

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
+import subprocess
+import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import run, running_server, timeout
+from conftest import ROOT, run, running_server, timeout
+from matplotlib.colors import to_hex
 from test_loadgen_results import fake_run
 
+from analysis import transports as analysis_transports
+from analysis.charts import server_cost
+from analysis.model import analyse
+from analysis.results import load_run
+from analysis.verdicts import one_connection, server_push
 from loadgen import sse as sse_client
 from loadgen.headers import make_profile
 from loadgen.results import RunFolder, request_header_bytes, summarize, write_run
@@ -93,3 +101,33 @@ def test_worker_dispatch_summary_and_run_json_follow_the_registry(tmp_path: Path
         described = json.loads((final / "run.json").read_text())["transports"]
         assert described["toy"]["label"] == "toy stream" and described["toy"]["pushes"] is True
         assert list(described) == ["poll", "longpoll", "sse", "ws", "toy"]
+    # The analysis knows the toy from run.json alone (the registry no longer has it).
+    a = analyse(load_run(final))
+    assert a.transports.label("toy") == "toy stream" and a.transports.marker("toy") == ("P", 6.5)
+    assert "toy" in a.transports.pushing() and "toy" in a.transports.streaming()
+    assert "toy" not in a.transports.polling()
+    assert "toy stream opened" in one_connection(a).text  # a verdict's list of streaming transports
+    assert "toy stream" in server_push(a).text
+    figure = server_cost(a)
+    assert to_hex(figure.axes[0].patches[0].get_facecolor()) == "#cc79a7"  # its chart colour
+    assert figure.axes[0].get_xticklabels()[0].get_text() == "toy stream"
+
+
+def test_analysis_keeps_a_checked_copy_of_the_four_for_older_runs() -> None:
+    for name, info in analysis_transports.BUILTIN.items():
+        described = TRANSPORTS[name].describe()
+        assert asdict(info) == {k: described[k] for k in asdict(info)}
+    assert list(analysis_transports.BUILTIN) == list(TRANSPORTS)
+    assert analysis_transports.from_run_json(None).by_name == analysis_transports.BUILTIN
+    assert analysis_transports.from_run_json(transports.describe()).by_name == analysis_transports.BUILTIN
+    with pytest.raises(ValueError, match=r"transports\.ws\.colour is missing or not a str"):
+        analysis_transports.from_run_json({"ws": {**transports.describe()["ws"], "colour": 3}})
+
+
+def test_analysis_imports_nothing_of_the_code_that_made_the_run() -> None:
+    code = (
+        "import sys, analysis.__main__, analysis.charts, analysis.report, analysis.compare, analysis.transports; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pushbench', 'loadgen', 'servers'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
