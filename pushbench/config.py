@@ -123,6 +123,18 @@ class ServerConfig:
     sse_heartbeat_s: float = setting(15.0, "SSE comment line sent after this much silence (0 = never)", _non_negative)
     ws_heartbeat_s: float = setting(20.0, "WebSocket ping interval to detect dead peers (0 = never)", _non_negative)
     max_connections: int = setting(50_000, "open connections beyond this get 503", _at_least(1))
+    request_header_timeout_s: float = setting(
+        10.0,
+        "a request head (request line and headers) not complete this long after the connection opened, or after "
+        "the first byte of a later request on a kept-alive connection, gets 408 and the connection is closed",
+        _positive,
+    )
+    idle_timeout_s: float = setting(
+        75.0,
+        "a connection that sends no byte of a request this long after it opened or after its previous response "
+        "is closed",
+        _positive,
+    )
     max_body_bytes: int = setting(1024 * 1024, "largest HTTP request body (413 beyond)", _at_least(1))
     max_ws_message_bytes: int = setting(1024 * 1024, "largest WebSocket message (close 1009 beyond)", _at_least(1))
     send_buffer_bytes: int = setting(

@@ -10,6 +10,8 @@
   Connections are counted at the protocol level (``servers.app.count_connections``), not per request.
 - Requests aiohttp cannot even parse (oversized header lines, too many headers, garbage bytes) are answered
   with the same short JSON error body as every other error, never the parser's echo of the input.
+- Slow and silent connections (``server.request_header_timeout_s``, ``server.idle_timeout_s``) are closed by the
+  connection handler these errors go through (``servers.timeouts``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 from pushbench.config import ServerConfig
 from pushbench.transports import TRANSPORTS
 from servers.state import STATE, Stats, json_error, state
+from servers.timeouts import HeadTimeoutHandler, HeadTimeouts
 
 log = logging.getLogger("pushbench.server")
 
@@ -184,8 +187,9 @@ def protocol_error(status: int, exc: BaseException | None) -> tuple[int, str]:
     return status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
 
 
-class JsonErrorRequestHandler(RequestHandler):
-    """aiohttp's connection handler, answering unparsable requests with the project's JSON error body."""
+class JsonErrorRequestHandler(HeadTimeoutHandler):
+    """aiohttp's connection handler, answering unparsable requests with the project's JSON error body (and
+    closing slow and silent connections: ``servers.timeouts``)."""
 
     def handle_error(
         self,
@@ -212,17 +216,26 @@ class JsonErrorServer(web.Server):
     """``web.Server`` that builds ``JsonErrorRequestHandler`` connections."""
 
     pushbench_stats: Stats | None = None
+    pushbench_timeouts: HeadTimeouts | None = None
 
     def __call__(self) -> RequestHandler:
-        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+        kwargs = self._kwargs
+        if self.pushbench_timeouts is not None:
+            kwargs = {**kwargs, "keepalive_timeout": self.pushbench_timeouts.aiohttp_keepalive_s}
+        return JsonErrorRequestHandler(self, loop=self._loop, **kwargs)
 
 
 def harden_server(runner: web.AppRunner) -> None:
-    """After ``runner.setup()``: JSON answers for parse errors (the runner built a plain ``web.Server``)."""
+    """After ``runner.setup()``: JSON answers for parse errors and the request-head and idle timeouts (the runner
+    built a plain ``web.Server``)."""
     server = runner.server
     assert server is not None, "call runner.setup() first"
     server.__class__ = JsonErrorServer
-    server.pushbench_stats = runner.app[STATE].stats  # type: ignore[attr-defined]
+    st = runner.app[STATE]
+    server.pushbench_stats = st.stats  # type: ignore[attr-defined]
+    server.pushbench_timeouts = HeadTimeouts(  # type: ignore[attr-defined]
+        request_header_s=st.config.server.request_header_timeout_s, idle_s=st.config.server.idle_timeout_s
+    )
 
 
 def note_connection(app: web.Application, handler: Any, connections_open: int) -> None:

@@ -1,0 +1,160 @@
+"""Slow and silent clients: a request head that never finishes, or no request at all, does not hold a connection.
+
+The "slowloris" attack opens connections and sends a request head one header line at a time, never the blank
+line that ends it; each one holds a socket and a slot under ``server.max_connections`` for as long as the server
+waits. The rules below are HAProxy's (``timeout http-request`` and ``timeout http-keep-alive``) and nginx's
+(``client_header_timeout``, ``keepalive_timeout``):
+
+- ``server.request_header_timeout_s``: the complete head of a connection's first request is due that long after
+  the connection opened; on a kept-alive connection the head of a later request is due that long after its first
+  byte. Beyond: ``408`` with a JSON body (when the client sent part of a request, so it is waiting for an answer)
+  and the connection is closed; counted in /stats ``rejected.request_timeout``.
+- ``server.idle_timeout_s``: a connection that has not sent a single byte of a request that long after it opened
+  or after its previous response ended is closed without an answer (nothing was asked); counted in
+  ``rejected.idle_timeout``. A new connection that stays silent is closed by whichever of the two comes first.
+
+Both clocks run only while aiohttp waits for a request: once a head is complete the handler owns the connection,
+so held long polls, SSE streams and WebSockets are not affected (their own heartbeats and timeouts apply), and a
+request body is not timed here. aiohttp's own keep-alive timer (``keepalive_timeout``, which closes a waiting
+connection silently and uncounted) is pushed beyond both so that these rules always decide first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+REQUEST_TIMEOUT = "request_timeout"  # /stats rejected kinds
+IDLE_TIMEOUT = "idle_timeout"
+# aiohttp's keep-alive timer is set this far beyond both timeouts, as a backstop that never fires first.
+AIOHTTP_BACKSTOP_MARGIN_S = 1.0
+
+
+@dataclass(frozen=True)
+class HeadTimeouts:
+    """``server.request_header_timeout_s`` and ``server.idle_timeout_s``."""
+
+    request_header_s: float
+    idle_s: float
+
+    @property
+    def aiohttp_keepalive_s(self) -> float:
+        """aiohttp's ``keepalive_timeout``: later than any deadline ``waiting_deadline`` can give."""
+        return self.request_header_s + self.idle_s + AIOHTTP_BACKSTOP_MARGIN_S
+
+
+def waiting_deadline(
+    timeouts: HeadTimeouts, waiting_since: float, first_request: bool, first_byte_at: float | None
+) -> tuple[float, str]:
+    """When a connection waiting for a request head is closed, and which rule closes it.
+
+    ``waiting_since`` is when the connection opened (``first_request``) or its previous response ended;
+    ``first_byte_at`` when the first byte of the awaited request arrived (None: not one yet).
+    """
+    header_from = waiting_since if first_request else first_byte_at
+    header_deadline = None if header_from is None else header_from + timeouts.request_header_s
+    if first_byte_at is not None:
+        assert header_deadline is not None
+        return header_deadline, REQUEST_TIMEOUT
+    idle_deadline = waiting_since + timeouts.idle_s
+    if header_deadline is not None and header_deadline < idle_deadline:
+        return header_deadline, REQUEST_TIMEOUT
+    return idle_deadline, IDLE_TIMEOUT
+
+
+def timeout_response(timeout_s: float) -> bytes:
+    """The whole ``408 Request Timeout`` written to a client whose head did not arrive in time (RFC 9110 §15.5.9:
+    the server closes, and says so with ``Connection: close``)."""
+    body = json.dumps(
+        {
+            "error": f"request head not complete within {timeout_s:g} s (server.request_header_timeout_s)",
+            "status": 408,
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+class HeadTimeoutHandler(RequestHandler):
+    """aiohttp's connection handler with the two clocks above, armed only while it waits for a request head.
+
+    The server (``self._manager``) carries ``pushbench_timeouts`` (``HeadTimeouts``) and ``pushbench_stats``
+    (anything with a ``rejected`` Counter); without ``pushbench_timeouts`` this is aiohttp's handler unchanged.
+    """
+
+    _pb_timer: asyncio.TimerHandle | None = None
+    _pb_waiting_since = 0.0
+    _pb_first_request = True
+    _pb_first_byte_at: float | None = None
+
+    def _pb_timeouts(self) -> HeadTimeouts | None:
+        return getattr(self._manager, "pushbench_timeouts", None)
+
+    def _pb_arm(self) -> None:
+        timeouts = self._pb_timeouts()
+        if timeouts is None:
+            return
+        if self._pb_timer is not None:
+            self._pb_timer.cancel()
+        deadline, _ = waiting_deadline(timeouts, self._pb_waiting_since, self._pb_first_request, self._pb_first_byte_at)
+        self._pb_timer = self._loop.call_at(deadline, self._pb_expire)
+
+    def _pb_disarm(self) -> None:
+        if self._pb_timer is not None:
+            self._pb_timer.cancel()
+            self._pb_timer = None
+
+    def _pb_wait_for_request(self, first_request: bool) -> None:
+        self._pb_waiting_since = self._loop.time()
+        self._pb_first_request = first_request
+        self._pb_first_byte_at = None
+        self._pb_arm()
+
+    def _pb_expire(self) -> None:
+        self._pb_timer = None
+        timeouts = self._pb_timeouts()
+        waiting = self._waiter is not None and not self._waiter.done()
+        if timeouts is None or self.transport is None or self._force_close or not waiting:
+            return  # a request is being handled (it re-arms when its response ends) or the connection is going
+        _, kind = waiting_deadline(timeouts, self._pb_waiting_since, self._pb_first_request, self._pb_first_byte_at)
+        stats = getattr(self._manager, "pushbench_stats", None)
+        if stats is not None:
+            stats.rejected[kind] += 1
+        if self._pb_first_byte_at is not None:
+            self.transport.write(timeout_response(timeouts.request_header_s))
+        self.force_close()  # what aiohttp's own keep-alive timer does: ends start() and closes after the write
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._pb_wait_for_request(first_request=True)
+
+    def data_received(self, data: bytes) -> None:
+        if self._pb_timer is None:  # not waiting for a head: body bytes, WebSocket frames, pipelined requests
+            super().data_received(data)
+            return
+        if self._pb_first_byte_at is None and data:
+            self._pb_first_byte_at = self._loop.time()
+            self._pb_arm()
+        super().data_received(data)
+        if self._messages:  # the head is complete (or unparsable, and about to be answered): the handler owns it
+            self._pb_disarm()
+
+    async def finish_response(self, request: Any, resp: web.StreamResponse, start_time: float | None) -> Any:
+        result = await super().finish_response(request, resp, start_time)
+        if resp.keep_alive and self.transport is not None and not (self._force_close or self._close):
+            self._pb_wait_for_request(first_request=False)
+        return result
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._pb_disarm()
+        super().connection_lost(exc)
