@@ -71,7 +71,8 @@ def test_timeout_response_is_a_complete_408() -> None:
 
 @dataclass
 class Closed:
-    """How an attacking connection ended: seconds after it opened (or after its last byte of a first request)."""
+    """How an attacking connection ended, ``after_s`` from a moment no later than the server's clock started for it:
+    before connecting, or before sending the request whose response starts the kept-alive wait."""
 
     after_s: float
     answer: bytes
@@ -79,6 +80,7 @@ class Closed:
 
 async def slowloris(host: str, port: int, kept_alive: bool) -> Closed:
     """A request head sent one header line at a time, never finished; with ``kept_alive``, after one real poll."""
+    started = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
     if kept_alive:
         writer.write(f"GET /poll HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
@@ -86,7 +88,7 @@ async def slowloris(host: str, port: int, kept_alive: bool) -> Closed:
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
         await asyncio.sleep(0.2)  # idle for a while (less than IDLE_S), then start the slow head
-    started = time.monotonic()
+        started = time.monotonic()  # the head is due HEADER_S after the server sees its first byte
     writer.write(f"GET /poll?after=0 HTTP/1.1\r\nHost: {host}:{port}\r\n".encode())
 
     async def trickle() -> None:
@@ -109,14 +111,14 @@ async def slowloris(host: str, port: int, kept_alive: bool) -> Closed:
 
 async def silent(host: str, port: int, kept_alive: bool) -> Closed:
     """A connection that never sends a byte; with ``kept_alive``, after one real poll."""
+    started = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
-    answer = b""
     if kept_alive:
+        started = time.monotonic()  # the idle clock starts when the server has sent the response
         writer.write(f"GET /poll HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
-    started = time.monotonic()
     try:
         answer = await reader.read()
     finally:
@@ -234,8 +236,7 @@ def test_slowloris_and_silent_connections_are_closed_and_counted_while_subscribe
     # Connections that never sent a byte (new, or kept alive after a poll) were closed without an answer.
     assert all(c.answer == b"" for c in quiet), [c.answer[:40] for c in quiet]
     assert min(c.after_s for c in quiet) >= IDLE_S - 0.05, min(c.after_s for c in quiet)
-    assert max(c.after_s for c in quiet) < HEADER_S, max(c.after_s for c in quiet)  # the idle rule, not the head's
-    # ... and counted, by kind.
+    # ... and counted, by kind (the silent ones by the idle rule, which comes first here).
     rejected = r["stats"]["rejected"]
     assert rejected.get(REQUEST_TIMEOUT) == SLOWLORIS + KEPT_SLOW, rejected
     assert rejected.get(IDLE_TIMEOUT) == SILENT + KEPT_IDLE, rejected
