@@ -101,13 +101,18 @@ class ClientContext:
     reconnects: int = 0
     requests_retried: int = 0  # ConnectionReused: sent on a connection the server had just closed
     error_samples: list[str] = field(default_factory=list)
+    # HTTP/2 stacks: whether the proxy advertises RFC 8441 (None until known); without it WebSockets go on
+    # their own HTTP/1.1 TLS connections (``h1_fallback``: ALPN offers http/1.1 only), as a browser does.
+    extended_connect: bool | None = None
+    h1_fallback: bool = False
     _ssl: ssl.SSLContext | None = None
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context of the cell's stack (one per worker), None in cleartext."""
         if self.plan.stack_spec.tls and self._ssl is None:
-            self._ssl = client_context(self.plan.stack_spec, self.plan.ca_file)
+            stack = self.plan.stack_spec
+            self._ssl = client_context(stack, self.plan.ca_file, ("http/1.1",) if self.h1_fallback else stack.alpn)
         return self._ssl
 
     def deliver(self, client: ClientState, seq: int, intended_ns: int, received_ns: int) -> None:

@@ -29,8 +29,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import SupportsIndex
+from typing import Any, SupportsIndex
 
+from loadgen.h2frames import H2Tally
 from loadgen.headers import header_block
 from loadgen.metrics import PayloadLedger
 from loadgen.wire import TCP_CLOSE, TcpInfo, WireCountersUnavailable, read_tcp_info
@@ -100,6 +101,17 @@ class ConnRecord:
     bytes_up_tls_handshake: int = 0
     tls: bool = False
     alpn: str = ""  # the protocol the proxy chose by ALPN ("h2", "http/1.1"), "" in cleartext
+    # HTTP/2 (inside bytes_*_http): 9-byte frame headers, HPACK blocks as sent, control frame payloads; and the
+    # size of every header block in the window (requests up, responses down), for their distribution.
+    bytes_down_h2_frame_headers: int = 0
+    bytes_up_h2_frame_headers: int = 0
+    bytes_down_hpack: int = 0
+    bytes_up_hpack: int = 0
+    bytes_down_h2_control: int = 0
+    bytes_up_h2_control: int = 0
+    h2_request_blocks: list[int] = field(default_factory=list)
+    h2_response_blocks: list[int] = field(default_factory=list)
+    h2_first_request_block: int | None = None  # the connection's first request (the full block), in the window or not
 
 
 @dataclass
@@ -187,6 +199,8 @@ class Connection:
         ssl_object = writer.get_extra_info("ssl_object")
         self.tls = ssl_object is not None
         self.alpn = (ssl_object.selected_alpn_protocol() or "") if ssl_object is not None else ""
+        self.h2_down: H2Tally | None = None  # set by an HTTP/2 session on this connection
+        self.h2_up: H2Tally | None = None
         self._start: _Mark | None = None
         self._end: _Mark | None = None
         self._timestamps = False
@@ -471,6 +485,7 @@ class Connection:
                     bytes_up_tls_handshake=self._handshake[1],
                     tls=self.tls,
                     alpn=self.alpn,
+                    **h2_fields(self.h2_down, self.h2_up),
                 )
             )
         with contextlib.suppress(Exception):
@@ -480,6 +495,23 @@ class Connection:
                 self.writer.close()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def h2_fields(down: H2Tally | None, up: H2Tally | None) -> dict[str, Any]:
+    """The HTTP/2 columns of a connection record (all zero for HTTP/1.1)."""
+    if down is None or up is None:
+        return {}
+    return {
+        "bytes_down_h2_frame_headers": down.frame_headers,
+        "bytes_up_h2_frame_headers": up.frame_headers,
+        "bytes_down_hpack": down.hpack,
+        "bytes_up_hpack": up.hpack,
+        "bytes_down_h2_control": down.control,
+        "bytes_up_h2_control": up.control,
+        "h2_request_blocks": up.header_blocks,
+        "h2_response_blocks": down.header_blocks,
+        "h2_first_request_block": up.first_block,
+    }
 
 
 async def _handshake_bytes(sock: socket.socket) -> tuple[int, int]:

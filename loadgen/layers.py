@@ -21,6 +21,58 @@ TLS13_INNER_TYPE_BYTES = 1
 TLS13_RECORD_OVERHEAD_BYTES = TLS13_RECORD_HEADER_BYTES + TLS13_INNER_TYPE_BYTES + TLS13_AEAD_TAG_BYTES
 
 
+class H2Bytes(Protocol):
+    """The HTTP/2 parts of a connection record (``loadgen.conn.ConnRecord``)."""
+
+    bytes_down_h2_frame_headers: int
+    bytes_up_h2_frame_headers: int
+    bytes_down_hpack: int
+    bytes_up_hpack: int
+    bytes_down_h2_control: int
+    bytes_up_h2_control: int
+    h2_request_blocks: list[int]
+    h2_response_blocks: list[int]
+    h2_first_request_block: int | None
+
+
+def median(values: list[int]) -> float | None:
+    """The median (mean of the middle two for an even count); None when empty."""
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def h2_columns(records: list[H2Bytes]) -> dict[str, Any]:
+    """The HTTP/2 summary columns: frame headers, HPACK and control bytes per direction (parts of
+    ``bytes_*_http``), and the request header blocks: the largest (the first request on a connection pays the
+    full block) and the median (later requests pay what HPACK could not index)."""
+    requests = [b for r in records for b in r.h2_request_blocks]
+    responses = [b for r in records for b in r.h2_response_blocks]
+    return {
+        "bytes_down_h2_frame_headers": sum(r.bytes_down_h2_frame_headers for r in records),
+        "bytes_up_h2_frame_headers": sum(r.bytes_up_h2_frame_headers for r in records),
+        "bytes_down_hpack": sum(r.bytes_down_hpack for r in records),
+        "bytes_up_hpack": sum(r.bytes_up_hpack for r in records),
+        "bytes_down_h2_control": sum(r.bytes_down_h2_control for r in records),
+        "bytes_up_h2_control": sum(r.bytes_up_h2_control for r in records),
+        "h2_request_blocks": len(requests),
+        "h2_request_block_first_bytes": median([r.h2_first_request_block for r in records if r.h2_first_request_block]),
+        "h2_request_block_max_bytes": max(requests, default=None),
+        "h2_request_block_median_bytes": median(requests),
+        "h2_response_block_median_bytes": median(responses),
+    }
+
+
+def block_distribution(sizes: Iterable[int]) -> dict[str, int]:
+    """Header block sizes -> how many (run.json keeps the whole distribution per cell)."""
+    counts: dict[int, int] = {}
+    for size in sizes:
+        counts[size] = counts.get(size, 0) + 1
+    return {str(k): counts[k] for k in sorted(counts)}
+
+
 class ConnBytes(Protocol):
     """What a connection record carries (``loadgen.conn.ConnRecord``)."""
 

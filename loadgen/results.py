@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from loadgen.conn import ERROR_KINDS
 from loadgen.headers import HeaderProfile, header_block_bytes
-from loadgen.layers import layer_columns
+from loadgen.layers import block_distribution, h2_columns, layer_columns
 from loadgen.metrics import (
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
@@ -66,7 +66,9 @@ SUMMARY_COLUMNS = [
     # Stacks (TLS, HTTP/2 through the proxy) and the layer split: tcp = payload + http + tls + tls_handshake.
     "stack", "alpn", "tls_key_type", "bytes_down_http", "bytes_up_http", "bytes_down_tls", "bytes_up_tls",
     "bytes_tls_handshake", "bytes_down_tls_handshake", "bytes_up_tls_handshake", "proxy_cpu_s", "proxy_rss_bytes",
-    "server_total_cpu_s", "server_total_rss_bytes",
+    "server_total_cpu_s", "server_total_rss_bytes", "bytes_down_h2_frame_headers", "bytes_up_h2_frame_headers",
+    "bytes_down_hpack", "bytes_up_hpack", "bytes_down_h2_control", "bytes_up_h2_control", "h2_request_blocks",
+    "h2_request_block_first_bytes", "h2_request_block_max_bytes", "h2_request_block_median_bytes", "h2_response_block_median_bytes",
 ]  # fmt: skip
 
 CONNECTION_COLUMNS = [
@@ -286,6 +288,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "alpn": ",".join(sorted({rec.alpn for _, rec in records if rec.alpn})),
         "tls_key_type": ("file" if load.tls_cert_file else load.tls_key_type) if STACKS[load.stack].tls else "",
         **layer_columns(rec for _, rec in records),
+        **h2_columns([rec for _, rec in records]),
         **proxy_columns(cpu_s, s1.get("rss_bytes"), run.proxy_usage_start, run.proxy_usage_end),
     }
     connections = [
@@ -331,6 +334,10 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "workers": per_worker,
         "server_exit": run.server_exit,
         "latency_out_of_range": sum(r.latency_out_of_range for r in results),
+        "h2_header_blocks": {
+            "request": block_distribution(b for _, rec in records for b in rec.h2_request_blocks),
+            "response": block_distribution(b for _, rec in records for b in rec.h2_response_blocks),
+        },
         "tcp_info_failures": counter_errors,
     }
     return CellSummary(row, encode_histogram(histogram), connections, meta, reasons)

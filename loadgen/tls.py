@@ -52,15 +52,19 @@ def make_certificates(folder: Path, key_type: str) -> CertFiles:
     return files
 
 
-def client_context(stack: Stack, ca_file: str | os.PathLike[str]) -> ssl.SSLContext:
-    """The client's TLS 1.3 context for ``stack``: the run's CA only, ALPN as the stack offers, key log."""
+def client_context(
+    stack: Stack, ca_file: str | os.PathLike[str], alpn: tuple[str, ...] | None = None
+) -> ssl.SSLContext:
+    """The client's TLS 1.3 context for ``stack``: the run's CA only, ALPN as the stack offers (or ``alpn``),
+    ``$SSLKEYLOGFILE``."""
     try:
         ctx = ssl.create_default_context(cafile=str(ca_file))
     except (OSError, ssl.SSLError) as exc:
         raise CertificateError(f"{ca_file}: not a usable CA certificate: {exc}") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    if stack.alpn:
-        ctx.set_alpn_protocols(list(stack.alpn))
+    offer = stack.alpn if alpn is None else alpn
+    if offer:
+        ctx.set_alpn_protocols(list(offer))
     keylog = os.environ.get("SSLKEYLOGFILE")
     if keylog:
         ctx.keylog_filename = keylog

@@ -25,6 +25,7 @@ from loadgen.client import ClientContext, ClientState, Plan
 from loadgen.conn import ERROR_KINDS, ConnRecord, Phase
 from loadgen.echo import echo_due
 from loadgen.metrics import SeqTracker, due_index_range, encode_histogram, new_histogram
+from pushbench.stacks import DEFAULT_STACK, STACKS
 from pushbench.transports import TRANSPORTS
 
 NS_PER_S = 1_000_000_000
@@ -34,10 +35,11 @@ STOP_GRACE_S = 1.0
 ClientMain = Callable[[ClientContext, ClientState], Awaitable[None]]
 
 
-def client_main(transport: str, scenario: str) -> ClientMain:
+def client_main(transport: str, scenario: str, stack: str = DEFAULT_STACK) -> ClientMain:
     """The client coroutine of a transport and scenario: its client module's ``run_feed``, or for echo its
-    ``run_echo`` (WebSocket frames) and else ``POST /echo`` over HTTP."""
-    module = importlib.import_module(TRANSPORTS[transport].client_module)
+    ``run_echo`` (WebSocket frames) and else ``POST /echo`` over HTTP. A stack with clients of its own (HTTP/2)
+    serves every transport from its module."""
+    module = importlib.import_module(STACKS[stack].client_module or TRANSPORTS[transport].client_module)
     if scenario == "echo":
         main: ClientMain = getattr(module, "run_echo", echo.run_echo)
         return main
@@ -123,7 +125,7 @@ async def _lag_probe(ctx: ClientContext, histogram: Any) -> None:
 async def run_worker(worker: int, indices: list[int], plan: Plan, loop_name: str) -> WorkerResult:
     ctx = ClientContext(plan)
     states = [ClientState(i, random.Random(plan.seed * 7919 + i), tracker_for(plan, i)) for i in indices]
-    main = client_main(plan.transport, plan.scenario)
+    main = client_main(plan.transport, plan.scenario, plan.stack)
     lag = new_histogram()
     process = psutil.Process()
     result = WorkerResult(worker, len(indices), loop_name)

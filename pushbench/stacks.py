@@ -25,6 +25,7 @@ class Stack:
     alpn: tuple[str, ...]  # what the client offers and the proxy accepts (RFC 7301 protocol ids)
     scheme: str  # the origin's URL scheme (``https`` also changes the ``Origin`` a browser sends)
     hatch: str  # matplotlib hatch telling the stacks apart in bar charts
+    client_module: str = ""  # the clients of every transport on this stack (run_feed, run_echo); "" = the transport's
 
     @property
     def proxied(self) -> bool:
@@ -62,7 +63,16 @@ H1_TLS = register(
     Stack("h1-tls", "HTTP/1.1 + TLS 1.3", tls=True, http2=False, alpn=("http/1.1",), scheme="https", hatch="//")
 )
 H2_TLS = register(
-    Stack("h2-tls", "HTTP/2 + TLS 1.3", tls=True, http2=True, alpn=("h2", "http/1.1"), scheme="https", hatch="xx")
+    Stack(
+        "h2-tls",
+        "HTTP/2 + TLS 1.3",
+        tls=True,
+        http2=True,
+        alpn=("h2", "http/1.1"),
+        scheme="https",
+        hatch="xx",
+        client_module="loadgen.h2client",
+    )
 )
 DEFAULT_STACK = H1.name
 

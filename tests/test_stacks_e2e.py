@@ -107,3 +107,73 @@ def test_unusable_certificate_is_one_line_exit_2(tmp_path: Path) -> None:
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "load.tls_cert_file" in lines[0]
     assert not any((tmp_path / "results").glob("*"))
+
+
+def test_h2_tls_polls_share_one_connection_and_websocket_uses_rfc8441(tmp_path: Path) -> None:
+    """Over HTTP/2 a client's polls are streams on its one TCP connection; after the first request HPACK sends
+    a short block; a WebSocket rides an extended CONNECT stream (HAProxy 2.6 advertises RFC 8441): each event
+    costs a DATA frame header (9), its RFC 6455 header (2) and one TLS record (22)."""
+    run = run_loadgen(
+        tmp_path,
+        '[matrix]\ntransport = ["poll", "ws"]\nstack = ["h2-tls"]\n',
+        rate_hz=10,
+        clients=2,
+        extra_load='header_profile = "browser"\ncookie_bytes = 40',
+    )
+    assert run.rc == 0, run.stderr
+    poll = run.row(transport="poll")
+    assert poll.status == "ok", run.cell_meta(poll.cell_id)["warnings"]
+    assert poll.messages_lost == poll.messages_duplicated == 0 and poll.messages_received == poll.messages_expected
+    assert poll.alpn == "h2"
+    conns = run.connections[run.connections.cell_id == poll.cell_id]
+    assert len(conns) == 2 and conns.client.nunique() == 2  # one connection per client, opened before the window
+    assert poll.connections_opened == 0
+    assert poll.h2_request_blocks >= 8  # every 0.2 s for 1 s, 2 clients: many requests on the two connections
+    # The browser profile's first request pays the full block (hundreds of bytes); later polls a few dozen.
+    assert poll.h2_request_block_first_bytes > 200 > 3 * poll.h2_request_block_median_bytes
+    assert poll.bytes_up_h2_frame_headers == 9 * poll.h2_request_blocks  # one HEADERS frame per GET, no body
+    for direction in ("down", "up"):
+        layers_add_up(poll, direction)
+    # Every request went out alone in its own TLS record.
+    assert poll.bytes_up_tls == TLS13_RECORD_OVERHEAD_BYTES * poll.h2_request_blocks
+    assert poll.bytes_up_http == poll.bytes_up_h2_frame_headers + poll.bytes_up_hpack + poll.bytes_up_h2_control
+
+    ws = run.row(transport="ws")
+    assert ws.status == "ok", run.cell_meta(ws.cell_id)["warnings"]
+    assert ws.messages_lost == ws.messages_duplicated == 0 and ws.messages_received == ws.messages_expected == 20
+    assert ws.alpn == "h2"  # RFC 8441: no separate HTTP/1.1 connection
+    n = ws.messages_received
+    assert ws.bytes_down_http == (9 + 2) * n and ws.bytes_down_h2_frame_headers == 9 * n
+    assert ws.bytes_down_tls == 22 * n
+    assert ws.bytes_down_tcp == ws.bytes_down_payload + (9 + 2 + 22) * n
+    layers_add_up(ws, "down")
+
+
+@pytest.mark.stacks
+@pytest.mark.parametrize("stack", ["h1-tls", "h2-tls"])
+def test_every_transport_and_scenario_over_a_tls_stack(tmp_path: Path, stack: str) -> None:
+    run = run_loadgen(
+        tmp_path,
+        f"""
+        [[sweep]]
+        transport = ["poll", "longpoll", "sse", "ws"]
+        stack = ["{stack}"]
+
+        [[sweep]]
+        transport = ["poll", "ws"]
+        scenario = ["echo"]
+        stack = ["{stack}"]
+        """,
+        rate_hz=10,
+        clients=3,
+    )
+    assert run.rc == 0, run.stderr
+    assert len(run.summary) == 6
+    for _, row in run.summary.iterrows():
+        assert row.status == "ok", (row.transport, row.scenario, run.cell_meta(row.cell_id)["warnings"])
+        assert row.messages_lost == row.messages_duplicated == 0, (row.transport, row.scenario)
+        assert row.messages_received == row.messages_expected > 0
+        assert row.alpn == ("h2" if stack == "h2-tls" else "http/1.1")
+        for direction in ("down", "up"):
+            layers_add_up(row, direction)
+        assert row.bytes_down_tls > 0 and row.proxy_rss_bytes > 0
