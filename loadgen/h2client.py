@@ -270,6 +270,27 @@ async def _fetch(ctx: ClientContext, client: ClientState, session: H2Session, pa
     client.ready()
 
 
+async def _exchange(
+    ctx: ClientContext,
+    client: ClientState,
+    session: H2Session | None,
+    exchange: Callable[[H2Session], Awaitable[None]],
+) -> tuple[H2Session | None, bool]:
+    """``exchange`` on the client's connection, (re)opened first if needed; after a ClientError the connection
+    is dropped, the error counted and the client backs off. (the session to keep, whether to go on)"""
+    try:
+        if session is None or session.error is not None:
+            if session is not None:
+                session.abort()
+            session = await open_session(ctx, client)
+        await exchange(session)
+        return session, True
+    except ClientError as exc:
+        if session is not None:
+            session.abort()
+        return None, await ctx.after_failure(client, exc)
+
+
 async def _run_polls(ctx: ClientContext, client: ClientState, path: str, scheduled: bool) -> None:
     """Short polls at ``anchor + phase + k * interval`` (``scheduled``) or long polls back to back, all on one
     HTTP/2 connection, reopened (with backoff) only after an error."""
@@ -280,18 +301,9 @@ async def _run_polls(ctx: ClientContext, client: ClientState, path: str, schedul
     try:
         due = time.time_ns()
         while await ctx.sleep_until(due) if scheduled else not ctx.stop.is_set():
-            try:
-                if session is None or session.error is not None:
-                    if session is not None:
-                        session.abort()
-                    session = await open_session(ctx, client)
-                await _fetch(ctx, client, session, path)
-            except ClientError as exc:
-                if session is not None:
-                    session.abort()
-                    session = None
-                if not await ctx.after_failure(client, exc):
-                    break
+            session, going = await _exchange(ctx, client, session, lambda s: _fetch(ctx, client, s, path))
+            if not going:
+                break
             if scheduled:
                 due = next_due_ns(plan.anchor_ns, phase, interval, max(time.time_ns(), due + 1))
     finally:
@@ -495,7 +507,7 @@ async def run_feed(ctx: ClientContext, client: ClientState) -> None:
         await _run_polls(ctx, client, spec.path, scheduled=spec.polls)
 
 
-async def _post_echo(ctx: ClientContext, client: ClientState, session: H2Session, seq: int, body: bytes) -> None:
+async def _post_echo(ctx: ClientContext, client: ClientState, session: H2Session, *, seq: int, body: bytes) -> None:
     h1 = ctx.plan.profile.post_headers(ctx.plan.hostport, "application/json", len(body), ctx.plan.scheme)
     stream = await session.request(_request_headers(ctx, "POST", "/echo", h1), body)
     status = await _timed(stream.response(), ctx.plan.request_timeout_s, "response to POST /echo")
@@ -523,18 +535,11 @@ async def run_echo(ctx: ClientContext, client: ClientState) -> None:
             session = await open_session(ctx, client)  # at ramp-up time, before the window
         async for seq, intended_ns in echo_schedule(ctx, client):
             body = echo_message(client, seq, intended_ns, ctx.plan.payload_bytes)
-            try:
-                if session is None or session.error is not None:
-                    if session is not None:
-                        session.abort()
-                    session = await open_session(ctx, client)
-                await _post_echo(ctx, client, session, seq, body)
-            except ClientError as exc:
-                if session is not None:
-                    session.abort()
-                    session = None
-                if not await ctx.after_failure(client, exc):
-                    break
+            session, going = await _exchange(
+                ctx, client, session, functools.partial(_post_echo, ctx, client, seq=seq, body=body)
+            )
+            if not going:
+                break
     finally:
         if session is not None:
             session.abort()
