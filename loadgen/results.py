@@ -319,9 +319,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "index": cell.index,
         "repeat": run.repeat,
         "varied": cell.varied,
-        "feed": feed,
-        "server": server,
-        "load": load,
+        **cell.sections_dict(),  # feed, server, load (and any further section) as plain data
         "status": run.status,
         "window_start_ns": row["window_start_ns"],
         "window_end_ns": row["window_end_ns"],

@@ -122,6 +122,8 @@ def test_results_folder_is_renamed_never_overwritten_and_latest_follows(tmp_path
     assert not list(tmp_path.glob(".tmp-*"))
     run_json = json.loads((finals[0] / "run.json").read_text())
     assert run_json["format_version"] == 1 and run_json["cells"][0]["cell_id"] == "c000-r1"
+    assert run_json["cells"][0]["load"]["transport"] == "ws"  # the cell's sections as plain JSON objects
+    assert run_json["cells"][0]["server"]["allowed_origins"] == []
     with (finals[0] / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["saturated"] == "true" and rows[0]["bytes_down_overhead"] == "200"
