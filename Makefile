@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
-.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance
+.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance check-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ test-browser: $(BROWSER_STAMP) chromium
 browser-profile: $(STAMP) chromium
 	@command -v Xvfb >/dev/null || apt-get install -y xvfb || echo "warning: no Xvfb; recording headless Chromium"
 	$(PY) -m servers.browser_profile --chromium $(CHROMIUM)
+
+# Does the server at URL keep pushbench's endpoint contract (docs/contract.md)? make check-server URL=http://HOST:PORT
+check-server: $(STAMP)
+	@test -n "$(URL)" || (echo "usage: make check-server URL=http://HOST:PORT" >&2; exit 2)
+	$(PY) -m servers.check $(URL)
 
 bench: $(STAMP) haproxy
 	$(PY) -m loadgen --config $(CONFIG)

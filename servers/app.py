@@ -14,7 +14,7 @@ from aiohttp import web
 
 from pushbench.config import Sections
 from pushbench.transports import TRANSPORTS
-from servers import echo, page, security
+from servers import clock, echo, page, security
 from servers.feed import Feed
 from servers.state import STATE, ServerState, Stats, json_response, state
 
@@ -109,6 +109,7 @@ def make_app(config: Sections) -> web.Application:
     security.setup(app, server_cfg)
     add_transport_routes(app)
     echo.add_routes(app)
+    clock.add_routes(app)
     page.add_routes(app)
     app.router.add_get("/stats", stats_handler, name="stats", allow_head=False)
     app.on_response_prepare.append(_on_prepare)
