@@ -13,12 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from loadgen.executors import Executor, ExecutorUnavailable, make_executor
 from loadgen.headers import HeaderProfile, ProfileError, header_block_bytes, make_profile
 from loadgen.proxy import ProxyUnavailable, find_haproxy
 from loadgen.results import CellSummary, OutputError, RunFolder, summarize, write_run
 from loadgen.runner import cell_seconds, log_dir, run_cell
 from loadgen.tls import CertificateError, CertStore
-from pushbench.config import Cell, ConfigError, expand_cells, load_config
+from pushbench.config import Cell, Config, ConfigError, expand_cells, load_config
 from pushbench.stacks import STACKS
 
 EXIT_CONFIG = 2
@@ -139,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = RunFolder(Path(args.out), config.name if config is not None else Path(args.config).stem)
     except OutputError as exc:
         problems.append(f"--out {exc}")
+    executor: Executor | None = None
+    if config is not None and not problems:
+        try:
+            executor = make_executor(config.load)
+        except ExecutorUnavailable as exc:
+            problems.append(f"{config.source}: {exc}")
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -146,22 +153,26 @@ def main(argv: list[str] | None = None) -> int:
             folder.discard()
         certs.close()
         return EXIT_CONFIG
-    assert folder is not None and config is not None
+    assert folder is not None and config is not None and executor is not None
     try:
-        return _run(args, config, cells, profiles, folder, certs, err)
+        return _run(args, config, cells, profiles, folder, certs, executor, err)
     finally:
         certs.close()
+        executor.close()
 
 
 def _run(
     args: argparse.Namespace,
-    config: Any,
+    config: Config,
     cells: list[Cell],
     profiles: dict[int, HeaderProfile],
     folder: RunFolder,
     certs: CertStore,
+    executor: Executor,
     err: Console,
 ) -> int:
+    target_url = config.target.url
+    executor_record = executor.describe()
 
     runs = [(cell, r) for cell in cells for r in range(1, cell.load.repeat + 1)]
     estimates = [cell_seconds(cell) for cell, _ in runs]
@@ -182,7 +193,7 @@ def _run(
                 def tick(base: float = done_s, est: float = estimates[i], t0: float = cell_started) -> None:
                     progress.update(task, completed=base + min(est, time.monotonic() - t0))
 
-                run = run_cell(cell, repeat, profiles[cell.index], log_dir(), tick, certs)
+                run = run_cell(cell, repeat, profiles[cell.index], log_dir(), tick, certs, executor)
                 summary = summarize(run, profiles[cell.index])
                 summaries.append(summary)
                 done_s += estimates[i]
@@ -199,6 +210,12 @@ def _run(
             summaries=summaries,
             started=started,
             ended=time.time(),
+            target={
+                "url": target_url or None,
+                "external": bool(target_url),
+                "measured": any(s.row["server_measured"] for s in summaries),
+            },
+            executor=executor_record,
         )
     except KeyboardInterrupt:
         folder.discard()

@@ -47,6 +47,7 @@ class Plan:
     seq_last: int
     stack: str = DEFAULT_STACK  # pushbench.stacks: h1 (cleartext, straight to the server), h1-tls, h2-tls
     ca_file: str = ""  # TLS stacks: the run's CA certificate, the only one the clients trust
+    clock_sync: bool = False  # shards estimate their clock offset to the server (GET /time) and correct latencies
 
     @property
     def hostport(self) -> str:
@@ -115,10 +116,12 @@ class ClientContext:
             self._ssl = client_context(stack, self.plan.ca_file, ("http/1.1",) if self.h1_fallback else stack.alpn)
         return self._ssl
 
+    clock_offset_ns: int = 0  # server clock minus this host's, added to receive times (feed: ts is the server's)
+
     def deliver(self, client: ClientState, seq: int, intended_ns: int, received_ns: int) -> None:
         """One message arrived: first deliveries inside the window get a latency."""
         if client.tracker.add(seq):
-            self.latency.record(received_ns, intended_ns)
+            self.latency.record(received_ns + self.clock_offset_ns, intended_ns)
 
     def count_error(self, exc: ClientError) -> None:
         if self.book.phase is not Phase.AFTER or not self.stop.is_set():

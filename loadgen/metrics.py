@@ -7,6 +7,7 @@ observed, and the tests call them with hand-computed ones.
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import random
 from collections.abc import Iterable
@@ -288,3 +289,28 @@ def saturation_reasons(
     if loop_lag_p99_ms > lag_limit_ms:
         reasons.append(f"event-loop lag p99 {loop_lag_p99_ms:.1f} ms > {lag_limit_ms:.0f} ms")
     return reasons
+
+
+def schedule_problem(ts_in_seq_order: list[int], tick_ns: int, burst: int, tolerance: float = 0.001) -> str | None:
+    """Do a server's events follow the schedule the config declares (``burst`` events every ``tick_ns``)?
+
+    The window's seq range is computed from that schedule, so a server started elsewhere (``[target] url``)
+    must keep it: consecutive ticks ``tick_ns`` apart (within ``tolerance`` of it) and every tick between
+    the first and last seen holding ``burst`` events. None when it does, or when fewer than two ticks are seen.
+    """
+    ticks: list[list[int]] = []  # [ts, events] in seq order
+    for ts in ts_in_seq_order:
+        if ticks and ticks[-1][0] == ts:
+            ticks[-1][1] += 1
+        else:
+            ticks.append([ts, 1])
+    for (a, _), (b, _) in itertools.pairwise(ticks):
+        if abs((b - a) - tick_ns) > tolerance * tick_ns:
+            return (
+                f"the server's events are {(b - a) / 1e6:.3f} ms apart where feed.rate_hz says {tick_ns / 1e6:.3f} ms: "
+                "set [feed] rate_hz (and burst) to the server's schedule"
+            )
+    for _, count in ticks[1:-1]:  # the first and last may be cut by the cursor or caught mid-burst
+        if count != burst:
+            return f"the server publishes {count} events per tick where feed.burst says {burst}"
+    return None

@@ -25,6 +25,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loadgen.clock import clock_warning
 from loadgen.conn import ERROR_KINDS
 from loadgen.headers import HeaderProfile, header_block_bytes
 from loadgen.layers import block_distribution, h2_columns, layer_columns
@@ -69,6 +70,7 @@ SUMMARY_COLUMNS = [
     "server_total_cpu_s", "server_total_rss_bytes", "bytes_down_h2_frame_headers", "bytes_up_h2_frame_headers",
     "bytes_down_hpack", "bytes_up_hpack", "bytes_down_h2_control", "bytes_up_h2_control", "h2_request_blocks",
     "h2_request_block_first_bytes", "h2_request_block_max_bytes", "h2_request_block_median_bytes", "h2_response_block_median_bytes",
+    "executor", "load_hosts", "clock_uncertainty_ms", "server_external", "server_measured",
 ]  # fmt: skip
 
 CONNECTION_COLUMNS = [
@@ -80,6 +82,12 @@ CONNECTION_COLUMNS = [
 
 class OutputError(Exception):
     """The output folder cannot be written."""
+
+
+def host_label(host: dict[str, Any]) -> str:
+    """A load host as the report names it: its hostname, and the address it reached the server from."""
+    address = host.get("address")
+    return f"{host.get('hostname', '?')} ({address})" if address else str(host.get("hostname", "?"))
 
 
 def cell_id(index: int, repeat: int) -> str:
@@ -164,6 +172,8 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             "loop_lag_p99_ms": (
                 merge_histograms([r.lag_encoded]).get_value_at_percentile(99) / 1000.0 if r.lag_encoded else None
             ),
+            "host": r.host,
+            "clock": r.clock,
         }
         for r in results
     ]
@@ -179,7 +189,19 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             if waits and max(waits) >= 10
             else ""
         )
-        run.warnings.append("saturated: " + "; ".join(reasons) + waited + " (this cell measured the client)")
+        hosts = sorted(
+            {
+                host_label(w["host"])
+                for w in per_worker
+                if w["host"] and saturation_reasons(w["cpu_pct"] or 0.0, w["loop_lag_p99_ms"] or 0.0)
+            }
+        )
+        where = (
+            f" on load host {', '.join(hosts)}"
+            if hosts and any(w["host"].get("executor") == "dask" for w in per_worker if w["host"])
+            else ""
+        )
+        run.warnings.append("saturated: " + "; ".join(reasons) + waited + where + " (this cell measured the client)")
     s0, s1 = run.stats_start or {}, run.stats_end or {}
 
     def delta(key: str) -> Any:
@@ -216,6 +238,18 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         )
     if lost and run.status == "ok":
         run.warnings.append(f"{lost} of {expected} messages were not received")
+    clocks = [r.clock for r in results if r.clock is not None]
+    uncertainties = [c["uncertainty_ns"] for c in clocks if c.get("uncertainty_ns") is not None]
+    clock_uncertainty_ns = max(uncertainties) if uncertainties else None
+    unmeasured = sorted({str(c["problem"]) for c in clocks if c.get("uncertainty_ns") is None and c.get("problem")})
+    if unmeasured:
+        run.warnings.append(
+            f"clock offset to the server not measured ({unmeasured[0]}): latencies assume the load hosts' clocks "
+            "agree with the server's (docs/contract.md, GET /time)"
+        )
+    clock_note = clock_warning(clock_uncertainty_ns, latency.p50_ms if count else None)
+    if clock_note:
+        run.warnings.append(clock_note)
     hostport = f"{plan.host}:{plan.port}" if plan else "127.0.0.1:0"
     row: dict[str, Any] = {
         "cell_id": cid,
@@ -257,7 +291,8 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "bytes_tcpip_headers": tcpip_header_bytes(segs_down + segs_up, tcp_option_bytes=option_bytes),
         "connections_opened": sum(r.connections_opened for r in results),
         # The server's peak of open TCP connections, less the load generator's one /stats connection.
-        "connections_peak": s1["connections_peak"] - 1 if "connections_peak" in s1 else None,
+        # (An external server's peak spans every cell since it started: not this cell's figure.)
+        "connections_peak": s1["connections_peak"] - 1 if "connections_peak" in s1 and not run.external else None,
         "time_wait_end": run.time_wait_end,
         "server_cpu_s": cpu_s,
         "server_rss_bytes": s1.get("rss_bytes"),
@@ -290,6 +325,11 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         **layer_columns(rec for _, rec in records),
         **h2_columns([rec for _, rec in records]),
         **proxy_columns(cpu_s, s1.get("rss_bytes"), run.proxy_usage_start, run.proxy_usage_end),
+        "executor": load.executor,
+        "load_hosts": len({host_label(r.host) for r in results if r.host}) or None,
+        "clock_uncertainty_ms": clock_uncertainty_ns / 1e6 if clock_uncertainty_ns is not None else None,
+        "server_external": run.external,
+        "server_measured": bool(s0 and s1),
     }
     connections = [
         {
@@ -337,6 +377,10 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             "response": block_distribution(b for _, rec in records for b in rec.h2_response_blocks),
         },
         "tcp_info_failures": counter_errors,
+        "clock": {"runner": run.runner_clock, "uncertainty_ns": clock_uncertainty_ns}
+        if run.runner_clock or clocks
+        else None,
+        "server_external": run.external,
     }
     return CellSummary(row, encode_histogram(histogram), connections, meta, reasons)
 
@@ -505,6 +549,8 @@ def write_run(
     summaries: list[CellSummary],
     started: float,
     ended: float,
+    target: dict[str, Any] | None = None,
+    executor: dict[str, Any] | None = None,
 ) -> Path:
     """Write every file, run.json last, and rename the folder into place."""
     write_summary_csv(folder.tmp / "summary.csv", [s.row for s in summaries])
@@ -527,6 +573,8 @@ def write_run(
         "header_profiles": profiles,
         "transports": transports.describe(),
         "stacks": stacks.describe(),
+        "target": target or {"url": None, "external": False},
+        "executor": executor or {"kind": "local"},
         "cells": [_json_safe(s.meta) for s in summaries],
     }
     tmp = folder.tmp / "run.json.tmp"

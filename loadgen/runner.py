@@ -8,11 +8,11 @@ and end, then stop workers and server: always, also on errors and Ctrl-C.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import ipaddress
 import json
-import multiprocessing as mp
 import os
 import select
 import signal
@@ -22,25 +22,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loadgen.client import Plan
+from loadgen.clock import ClockOffset
+from loadgen.executors import SETUP_LEAD_S, Executor, LocalExecutor, ShardsFailed
 from loadgen.headers import HeaderProfile
-from loadgen.metrics import align_window, period_ns, window_seq_range
+from loadgen.metrics import align_window, period_ns, schedule_problem, window_seq_range
 from loadgen.proxy import ProxyProcess, ProxyUnavailable, start_proxy
+from loadgen.shard import ShardSpec, measure_offset
 from loadgen.tls import CertificateError, CertStore
-from loadgen.worker import WorkerResult, assign_clients, worker_process
+from loadgen.worker import WorkerResult, assign_clients
 from pushbench.config import Cell, LoadConfig
 from pushbench.stacks import STACKS
 from pushbench.transports import TRANSPORTS
+from servers.check import stats_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 NS_PER_S = 1_000_000_000
 SERVER_START_TIMEOUT_S = 20.0
-WORKER_READY_TIMEOUT_S = 30.0
-SETUP_LEAD_S = 0.3  # between sending the plan and the first client connecting
 DRAIN_S = 1.0  # after the window: events published at its end still arrive
 TCP_STATE_TIME_WAIT = "06"
 
@@ -114,22 +116,24 @@ def time_wait_sockets(host: str, port: int) -> int:
     return count_time_wait(lines, host, port)
 
 
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    host: str
-    port: int
-    log_path: Path
+class ServerProbe:
+    """The load generator's view of a server: its address and its /stats, read on one kept-alive connection."""
+
+    external = False
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._http: http.client.HTTPConnection | None = None
+        self.probe_connections = 0  # TCP connections the load generator's own probes opened (the server counts them)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    _http: http.client.HTTPConnection | None = None
-    probe_connections: int = 0  # TCP connections the load generator's own probes opened (the server counts them)
+        return True
 
     def get_json(self, path: str, timeout_s: float = 2.0) -> Any:
         """GET on one kept-alive connection: the load generator's own probes add one connection, not one each
@@ -159,14 +163,40 @@ class ServerProcess:
             self._http = None
 
     def stats(self) -> dict[str, Any] | None:
+        """/stats when it holds pushbench's counters (docs/contract.md), else None."""
         try:
             data = self.get_json("/stats")
         except (OSError, ValueError, http.client.HTTPException):
             return None
-        if not isinstance(data, dict):
+        if stats_problems(data):
             return None
         data["probe_connections"] = self.probe_connections
         return data
+
+    def log_tail(self, lines: int = 5) -> str:
+        return ""
+
+    def stop(self) -> int | None:
+        self.close_probe()
+        return None
+
+
+class ExternalServer(ServerProbe):
+    """``[target] url``: a server somebody else started; the load generator never stops or signals it."""
+
+    external = True
+
+
+class ServerProcess(ServerProbe):
+    """``python -m servers`` started by the load generator for one cell."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], host: str, port: int, log_path: Path) -> None:
+        super().__init__(host, port)
+        self.proc = proc
+        self.log_path = log_path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def log_tail(self, lines: int = 5) -> str:
         with contextlib.suppress(OSError):
@@ -187,6 +217,13 @@ class ServerProcess:
         if self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode
+
+
+def external_server(url: str) -> ExternalServer:
+    """The ``[target] url`` server (already validated as http://HOST:PORT)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return ExternalServer(parts.hostname, parts.port)
 
 
 def start_server(cell: Cell, log_dir: Path) -> ServerProcess:
@@ -221,20 +258,34 @@ def start_server(cell: Cell, log_dir: Path) -> ServerProcess:
     return server
 
 
-def reference_event(server: ServerProcess) -> tuple[int, int]:
-    """(seq, ts) of one published event: fixes the phase of the feed's tick schedule."""
+def reference_event(server: ServerProbe, tick_ns: int, burst: int) -> tuple[int, int]:
+    """(seq, ts) of one published event: fixes the phase of the feed's tick schedule.
+
+    For a server started elsewhere the events seen on the way must follow the schedule the config declares
+    (``loadgen.metrics.schedule_problem``): the window's seq range is computed from it.
+    """
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
             latest = int(server.get_json("/poll")["cursor"])
             if latest >= 1:
-                events = server.get_json(f"/poll?after={latest - 1}")["events"]
+                back = 3 * burst if server.external else 1
+                events = server.get_json(f"/poll?after={max(0, latest - back)}")["events"]
                 if events:
+                    problem = schedule_problem([int(e["ts"]) for e in events], tick_ns, burst)
+                    if server.external and problem:
+                        raise CellFailed(f"target {server.url}: {problem}")
                     return int(events[-1]["seq"]), int(events[-1]["ts"])
             time.sleep(0.02)
     except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
         raise CellFailed(f"could not read an event from {server.url}/poll: {exc}") from None
     raise CellFailed("the server published no event")
+
+
+def server_clock_offset(server: ServerProbe) -> ClockOffset | None:
+    """This machine's clock offset to a server started elsewhere (GET /time), to plan in the server's time."""
+    offset, _, _ = asyncio.run(measure_offset(server.host, server.port))
+    return offset
 
 
 def drain_s(load: LoadConfig) -> float:
@@ -269,6 +320,8 @@ class CellRun:
     server_exit: int | None = None
     proxy_usage_start: tuple[float, int] | None = None  # (CPU s, RSS bytes) of the TLS proxy, when there is one
     proxy_usage_end: tuple[float, int] | None = None
+    external: bool = False  # the server is [target] url's, not one the load generator started
+    runner_clock: dict[str, Any] | None = None  # this machine's clock offset to the server, when estimated
 
     def fail(self, message: str, status: str = "incomplete") -> None:
         if self.status != "failed":
@@ -276,7 +329,7 @@ class CellRun:
         self.warnings.append(message)
 
 
-def _wait_until(wall_ns: int, tick: Tick, server: ServerProcess | None = None) -> bool:
+def _wait_until(wall_ns: int, tick: Tick, server: ServerProbe | None = None) -> bool:
     """Sleep until ``wall_ns``, ticking the progress bar; False as soon as the server has died."""
     while True:
         if server is not None and not server.alive():
@@ -308,12 +361,19 @@ def inject_faults(server: ServerProcess, load: LoadConfig, start: int, end: int,
 
 
 def run_cell(
-    cell: Cell, repeat: int, profile: HeaderProfile, log_dir: Path, tick: Tick, certs: CertStore | None = None
+    cell: Cell,
+    repeat: int,
+    profile: HeaderProfile,
+    log_dir: Path,
+    tick: Tick,
+    certs: CertStore | None = None,
+    executor: Executor | None = None,
 ) -> CellRun:
     """Run one cell once; see the module docstring. Never raises for a failure of the cell itself.
 
     A TLS stack puts HAProxy, with the run's certificates (``certs``, made here when not given), between the
-    clients and the server; it starts after the server and stops before it.
+    clients and the server; it starts after the server and stops before it. The shards run where ``executor``
+    says (local processes by default); ``[target] url`` replaces the server the cell would start.
     """
     run = CellRun(cell, repeat)
     proxy: ProxyProcess | None = None
@@ -322,22 +382,15 @@ def run_cell(
     if own_certs:
         certs = CertStore()
     load, feed = cell.load, cell.feed
-    server: ServerProcess | None = None
-    ctx = mp.get_context("spawn")
-    workers: list[tuple[Any, Pipe]] = []
+    executor = executor or LocalExecutor()
+    server: ServerProbe | None = None
+    shards = executor.shards(f"c{cell.index:03d}-r{repeat}")
+    specs = [ShardSpec(w, indices, load.uvloop) for w, indices in enumerate(assign_clients(load.clients, load.workers))]
     try:
-        # Workers start first: they import while the server starts.
-        for w, indices in enumerate(assign_clients(load.clients, load.workers)):
-            parent_end, child_end = ctx.Pipe()
-            proc = ctx.Process(
-                target=worker_process, args=(w, indices, load.uvloop, child_end), name=f"loadgen-worker-{w}"
-            )
-            proc.daemon = True
-            proc.start()
-            child_end.close()
-            workers.append((proc, parent_end))
-        server = start_server(cell, log_dir)
+        shards.start(specs)  # first: local workers import while the server starts
+        server = external_server(cell.target.url) if cell.target.url else start_server(cell, log_dir)
         run.server_port = server.port
+        run.external = server.external
         host, port, ca_file = server.host, server.port, ""
         if stack.tls:
             assert certs is not None
@@ -355,17 +408,15 @@ def run_cell(
             except (ProxyUnavailable, CertificateError) as exc:
                 raise CellFailed(str(exc)) from None
             host, port, ca_file = proxy.host, proxy.port, str(files.ca_pem)
-        loops = set()
-        for proc, pipe in workers:
-            try:
-                if not pipe.poll(WORKER_READY_TIMEOUT_S):
-                    raise CellFailed(f"{proc.name} did not start within {WORKER_READY_TIMEOUT_S}s")
-                loops.add(pipe.recv()[1])
-            except (EOFError, OSError):
-                raise CellFailed(f"{proc.name} exited while starting (exit code {proc.exitcode})") from None
-        ref_seq, ref_ts = reference_event(server)
+        loops = shards.ready()
         tick_ns = period_ns(feed.rate_hz)
-        anchor = time.time_ns() + int(SETUP_LEAD_S * NS_PER_S)
+        ref_seq, ref_ts = reference_event(server, tick_ns, feed.burst)
+        # Shards on other hosts, or a server on one, may not share this clock: they estimate their offsets, and
+        # the plan is written in the server's time (this machine's clock plus its own offset).
+        clock_sync = server.external or executor.name != "local"
+        own_offset = server_clock_offset(server) if clock_sync else None
+        own = own_offset.offset_ns if own_offset else 0
+        anchor = time.time_ns() + own + int(shards.lead_s * NS_PER_S)
         not_before = anchor + int((load.ramp_up_s + load.warmup_s) * NS_PER_S)
         start, end = align_window(ref_ts, tick_ns, not_before, int(load.duration_s * NS_PER_S))
         seq_first, seq_last = window_seq_range(ref_seq, ref_ts, tick_ns, feed.burst, start, end)
@@ -391,64 +442,49 @@ def run_cell(
             seq_last=seq_last,
             stack=stack.name,
             ca_file=ca_file,
+            clock_sync=clock_sync,
         )
         run.plan = plan
-        for _, pipe in workers:
-            pipe.send(("plan", plan))
-        if _wait_until(start, tick, server):
+        run.runner_clock = own_offset.to_json() if own_offset else None
+        shards.submit(plan)
+        if _wait_until(start - own, tick, server):
             run.stats_start = server.stats()
             run.proxy_usage_start = proxy.usage() if proxy is not None else None
-        inject_faults(server, load, start, end, tick, run)
-        if _wait_until(end, tick, server):
+            problem = shards.check_running()
+            if problem:
+                run.fail(problem)
+        if isinstance(server, ServerProcess):
+            inject_faults(server, load, start, end, tick, run)
+        if _wait_until(end - own, tick, server):
             run.stats_end = server.stats()
             run.proxy_usage_end = proxy.usage() if proxy is not None else None
-            run.time_wait_end = time_wait_sockets(host, port)
+            if executor.name == "local":  # TIME_WAIT sockets live on the load hosts: only this one is read
+                run.time_wait_end = time_wait_sockets(host, port)
         if proxy is not None and not proxy.alive():
             run.fail(f"the TLS proxy exited with status {proxy.proc.returncode} during the cell: {proxy.log_tail()}")
-        if not server.alive():
+        if isinstance(server, ServerProcess) and not server.alive():
             run.fail(f"server exited with status {server.proc.returncode} during the cell: {server.log_tail()}")
-        elif run.stats_start is None or run.stats_end is None:
+        elif (run.stats_start is None or run.stats_end is None) and not (server.external and run.stats_start is None):
             run.fail("could not read the server's /stats at window start or end")
-        _wait_until(plan.stop_ns, tick)
-        deadline = time.monotonic() + 15.0
-        for proc, pipe in workers:
-            result = None
-            while time.monotonic() < deadline and result is None:
-                tick()
-                if pipe.poll(0.1):
-                    try:
-                        kind, payload = pipe.recv()
-                    except EOFError:
-                        break
-                    result = payload if kind == "result" else None
-                elif not proc.is_alive():
-                    break
-            if result is None:
-                run.fail(f"{proc.name} returned no result (exit code {proc.exitcode})")
-            elif result.failure:
-                run.fail(f"{proc.name} failed: {result.failure.strip().splitlines()[-1]}")
-                run.results.append(result)
+        for outcome in shards.collect(plan.stop_ns - own, tick):
+            if outcome.result is None:
+                run.fail(outcome.problem or f"{outcome.name} returned no result")
+            elif outcome.result.failure:
+                run.fail(f"{outcome.name} failed: {outcome.result.failure.strip().splitlines()[-1]}")
+                run.results.append(outcome.result)
             else:
-                run.results.append(result)
+                run.results.append(outcome.result)
         if not run.results:
             run.status = "failed"
+        loops |= {r.loop for r in run.results}
         if "asyncio" in loops and load.uvloop:
             run.warnings.append("uvloop is not installed: workers ran on the default asyncio loop")
-    except CellFailed as exc:
+    except (CellFailed, ShardsFailed) as exc:
         run.fail(str(exc), status="failed")
     except Exception as exc:  # one broken cell must not lose the others' results
         run.fail(f"load generator error: {type(exc).__name__}: {exc}", status="failed")
     finally:
-        for proc, pipe in workers:
-            with contextlib.suppress(OSError):
-                pipe.close()
-            proc.join(timeout=2)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=2)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        shards.close()
         if proxy is not None:
             proxy.stop()
             for path in (proxy.config_path, proxy.log_path):
@@ -456,8 +492,9 @@ def run_cell(
                     path.unlink()
         if server is not None:
             run.server_exit = server.stop()
-            with contextlib.suppress(OSError):
-                server.log_path.unlink()
+            if isinstance(server, ServerProcess):
+                with contextlib.suppress(OSError):
+                    server.log_path.unlink()
         if own_certs and certs is not None:
             certs.close()
     return run

@@ -1,21 +1,17 @@
-"""One client process: its own event loop (uvloop when installed and wanted) running a share of the clients.
+"""One client worker: its own event loop running a share of the clients through the cell's plan.
 
-The parent starts a worker, waits for ``ready``, sends the cell's ``Plan`` (absolute wall-clock times), and
-reads back one ``WorkerResult``. Every wait inside is bounded by the plan's stop time.
+``run_worker`` is what a shard (``loadgen.shard``) runs, in a local process or on a Dask worker; it returns one
+``WorkerResult``. Every wait inside is bounded by the plan's stop time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import random
-import signal
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 import psutil
@@ -81,6 +77,8 @@ class WorkerResult:
     counter_errors: int = 0
     clients_late: int = 0  # feed clients not subscribed when the window started: they miss its first events
     failure: str | None = None
+    host: dict[str, Any] | None = None  # where the shard ran (loadgen.shard.host_record)
+    clock: dict[str, Any] | None = None  # its clock offset to the server (loadgen.shard.clock_record), if measured
 
 
 def tracker_for(plan: Plan, client: int) -> SeqTracker:
@@ -122,8 +120,12 @@ async def _lag_probe(ctx: ClientContext, histogram: Any) -> None:
             due = now + LAG_PROBE_INTERVAL_S
 
 
-async def run_worker(worker: int, indices: list[int], plan: Plan, loop_name: str) -> WorkerResult:
-    ctx = ClientContext(plan)
+async def run_worker(
+    worker: int, indices: list[int], plan: Plan, loop_name: str, clock_offset_ns: int = 0
+) -> WorkerResult:
+    """Run one worker's clients through the plan (times on this host's clock); ``clock_offset_ns`` (server clock
+    minus this host's) corrects feed latencies, whose intended times are the server's."""
+    ctx = ClientContext(plan, clock_offset_ns=clock_offset_ns if plan.scenario == "feed" else 0)
     states = [ClientState(i, random.Random(plan.seed * 7919 + i), tracker_for(plan, i)) for i in indices]
     main = client_main(plan.transport, plan.scenario, plan.stack)
     lag = new_histogram()
@@ -186,29 +188,3 @@ async def run_worker(worker: int, indices: list[int], plan: Plan, loop_name: str
     result.requests_retried = ctx.requests_retried
     result.counter_errors = ctx.book.counter_errors
     return result
-
-
-def worker_process(worker: int, indices: list[int], use_uvloop: bool, pipe: Pipe) -> None:
-    """Entry point of a worker process (multiprocessing target)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop, also on Ctrl-C
-    loop_name = "asyncio"
-    runner: Callable[[Any], Any] = asyncio.run
-    if use_uvloop:
-        with contextlib.suppress(ImportError):
-            import uvloop
-
-            runner, loop_name = uvloop.run, "uvloop"
-    pipe.send(("ready", loop_name))
-    try:
-        message = pipe.recv()
-    except EOFError:
-        return
-    if message[0] != "plan":
-        return
-    plan: Plan = message[1]
-    try:
-        result = runner(run_worker(worker, indices, plan, loop_name))
-    except BaseException:
-        result = WorkerResult(worker, len(indices), loop_name, failure=traceback.format_exc(limit=5))
-    with contextlib.suppress(BrokenPipeError, OSError):
-        pipe.send(("result", result))

@@ -25,6 +25,7 @@ from pushbench import stacks, transports
 
 SCENARIOS = ("feed", "echo")
 HEADER_PROFILES = ("minimal", "browser", "custom")
+EXECUTORS = ("local", "dask")
 
 Check = Callable[[Any], str | None]
 # A fixed tuple, or a function giving the current names of a registry (transports registered later count).
@@ -81,6 +82,22 @@ def _header_table(v: Mapping[str, str]) -> str | None:
             return f"header name {name!r} is not a valid HTTP token"
         if "\r" in value or "\n" in value:
             return f"header {name!r} value must not contain CR or LF"
+    return None
+
+
+def _dask_address(v: str) -> str | None:
+    if v and not re.fullmatch(r"(tcp|tls)://[^\s/:]+:\d{1,5}", v):
+        return f"{v!r} is not a scheduler address: write tcp://HOST:PORT, e.g. 'tcp://10.0.0.5:8786'"
+    return None
+
+
+def _target_url(v: str) -> str | None:
+    if not v:
+        return None
+    if v.startswith("https://"):
+        return f"{v!r}: https targets need a TLS client, which the load generator does not have yet; use http://"
+    if not re.fullmatch(r"http://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):\d{1,5}/?", v):
+        return f"{v!r} is not a server root: write http://HOST:PORT (the paths are docs/contract.md's)"
     return None
 
 
@@ -190,6 +207,20 @@ class LoadConfig:
     fault_kill_at_s: float = setting(
         0.0, "fault injection: SIGKILL the server this far into the window (0 = never)", _non_negative
     )
+    executor: str = setting(
+        "local", "where shards run: local processes, or a Dask cluster (docs/distributed.md)", choices=EXECUTORS
+    )
+    dask_scheduler: str = setting("", "executor = dask: the scheduler's address, tcp://HOST:PORT", _dask_address)
+    dask_lead_s: float = setting(
+        2.0, "executor = dask: seconds from submitting the shards to the first client connecting", _positive
+    )
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """``[target]``: measure a server started elsewhere instead of starting one per cell."""
+
+    url: str = setting("", "the server's root, http://HOST:PORT (docs/contract.md); empty: start one", _target_url)
 
 
 @dataclass(frozen=True)
@@ -200,6 +231,7 @@ class Sections:
     feed: FeedConfig = field(default_factory=FeedConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     load: LoadConfig = field(default_factory=LoadConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)
@@ -246,6 +278,7 @@ for _section, _keys in SCHEMA.items():
     for _k in _keys:
         _OWNERS.setdefault(_k, []).append(_section)
 KEY_SECTION: dict[str, str] = {k: owners[0] for k, owners in _OWNERS.items() if len(owners) == 1}
+RUN_WIDE_KEYS = {("load", "executor"), ("load", "dask_scheduler")}  # set once per run, never varied
 
 
 def _plain(value: Any) -> Any:
@@ -456,6 +489,10 @@ def build_config(data: dict[str, Any], source: str, overrides: Iterable[str] = (
         problems.append("matrix and sweep: use one or the other ([[sweep]] tables each hold their own lists)")
     resolved = Sections(**sections)
     problems.extend(_cross_checks(resolved))
+    for varied in (matrix, *sweeps):
+        for name in varied:
+            if varying_key(name) in RUN_WIDE_KEYS:
+                problems.append(f"{name}: cannot vary between cells (one executor serves the whole run)")
     if problems:
         raise ConfigError(source, problems)
     name = Path(source).stem if source.endswith(".toml") else source
@@ -469,6 +506,22 @@ def _cross_checks(sections: Sections) -> list[str]:
         problems.append("load.custom_headers: must list headers when load.header_profile = 'custom'")
     if bool(load.tls_cert_file) != bool(load.tls_ca_file):
         problems.append("load.tls_cert_file: give tls_cert_file and tls_ca_file together (or neither: per-run ones)")
+    if load.executor == "dask" and not load.dask_scheduler:
+        problems.append("load.dask_scheduler: must be set (tcp://HOST:PORT) when load.executor = 'dask'")
+    if sections.target.url:
+        for key in ("fault_drop_at_s", "fault_kill_at_s"):
+            if getattr(load, key) > 0:
+                problems.append(f"load.{key}: signals a server the load generator started; with target.url it has none")
+    elif load.executor == "dask" and sections.server.host in ("0.0.0.0", "::", ""):
+        problems.append(
+            "server.host: with load.executor = 'dask' the shards connect to server.host, so it must be an address "
+            f"they can reach, not the wildcard {sections.server.host!r}"
+        )
+    if load.stack != "h1" and (sections.target.url or load.executor == "dask"):
+        problems.append(
+            f"load.stack: {load.stack!r} puts a local TLS proxy before a server this run starts; with target.url or "
+            "load.executor = 'dask' only 'h1' is supported so far"
+        )
     return problems
 
 

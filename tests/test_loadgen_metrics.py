@@ -237,3 +237,22 @@ def _probe_max_lag_ms(stall_is_sweep: bool) -> float:
 def test_loop_lag_leaves_out_the_window_edge_sweep_but_not_other_stalls() -> None:
     assert _probe_max_lag_ms(stall_is_sweep=False) >= 25
     assert _probe_max_lag_ms(stall_is_sweep=True) < 10
+
+
+def test_schedule_problem_checks_a_target_against_the_declared_rate_and_burst() -> None:
+    from loadgen.metrics import schedule_problem
+
+    tick = 100_000_000
+    t0 = 1_764_000_000_000_000_000
+    assert schedule_problem([t0, t0 + tick, t0 + 2 * tick], tick, 1) is None
+    assert schedule_problem([t0], tick, 1) is None  # one tick: nothing to judge
+    # burst 2, first tick cut by the cursor (one event), last caught mid-burst: fine
+    assert schedule_problem([t0, t0 + tick, t0 + tick, t0 + 2 * tick], tick, 2) is None
+    assert schedule_problem([t0, t0 + 2 * tick], tick, 1) == (
+        "the server's events are 200.000 ms apart where feed.rate_hz says 100.000 ms: "
+        "set [feed] rate_hz (and burst) to the server's schedule"
+    )
+    assert schedule_problem([t0, t0 + tick, t0 + 2 * tick], tick, 2) == (
+        "the server publishes 1 events per tick where feed.burst says 2"
+    )
+    assert schedule_problem([t0, t0 + tick + 99_000], tick, 1) is None  # within 0.1 %
