@@ -123,6 +123,38 @@ def run_length(meta: Mapping[str, Any]) -> str:
     return f" ({seconds // 60} min {seconds % 60} s)"
 
 
+def server_description(meta: dict[str, Any]) -> str:
+    """Which server was measured, and whether its own counters were: run.json's ``target``."""
+    target = meta.get("target") or {}
+    if not target.get("external"):
+        return "started by the load generator for each cell (python -m servers); server columns from its /stats"
+    if target.get("measured"):
+        return f"external ({target.get('url')}), measured: its /stats holds pushbench's counters"
+    return (
+        f"external, unmeasured ({target.get('url')}): it has no /stats with pushbench's counters, so the "
+        "server-side columns (CPU, memory, deliveries, late ticks) are empty"
+    )
+
+
+def load_generator_description(meta: dict[str, Any]) -> str:
+    """Where the client shards ran: run.json's ``executor`` and the hosts its cells' shards reported."""
+    executor = meta.get("executor") or {"kind": "local"}
+    if executor.get("kind") != "dask":
+        return "local worker processes on the machine above"
+    hosts = sorted(
+        {
+            f"{h.get('hostname', '?')} ({h.get('address')})"
+            for cell in meta.get("cells", [])
+            for w in cell.get("workers") or []
+            if isinstance(h := w.get("host"), dict)
+        }
+    )
+    return (
+        f"Dask cluster {executor.get('scheduler')}, {executor.get('shard_slots', '?')} shard slots; shards ran on "
+        + (", ".join(hosts) or "no host")
+    )
+
+
 def what_was_run(a: Analysis) -> str:
     meta = a.run.meta
     machine = meta.get("machine", {})
@@ -147,6 +179,8 @@ def what_was_run(a: Analysis) -> str:
             "Python and packages",
             f"Python {meta.get('python', '?')}; " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items())),
         ),
+        ("Server", server_description(meta)),
+        ("Load generator", load_generator_description(meta)),
         ("Git commit", f"{commit}" + (" (uncommitted changes)" if meta.get("git_dirty") else "")),
         (
             "Header profiles",

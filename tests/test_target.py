@@ -1,0 +1,93 @@
+"""``[target] url``: the load generator measures a server it did not start (pushbench's own, or one without /stats)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from analysis.report import server_description
+from tests.conftest import ROOT, ServerProcess
+from tests.test_loadgen_e2e import run_loadgen
+
+FAST = {"duration_s": 0.5, "warmup_s": 0.2, "ramp_up_s": 0.1, "clients": 3, "rate_hz": 20, "payload_bytes": 50}
+
+
+@pytest.fixture
+def minimal_server() -> Iterator[str]:
+    """tests/minimal_server.py (the contract and nothing more) at 20 events/s; its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "minimal_server.py"), "--rate", "20"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    try:
+        assert line.startswith("serving http://"), line
+        yield line.removeprefix("serving ")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_a_separately_started_pushbench_server_is_measured_through_its_stats(
+    tmp_path: Path, server_process: Callable[..., ServerProcess]
+) -> None:
+    server = server_process(
+        "--set", "feed.rate_hz=20", "--set", "feed.payload_bytes=50",
+        "--set", "server.ws_heartbeat_s=0", "--set", "server.sse_heartbeat_s=0",
+    )  # fmt: skip
+    tables = f'[target]\nurl = "{server.url}"\n'
+    run = run_loadgen(tmp_path, tables, args=("--set", "load.transport=sse"), **FAST)  # type: ignore[arg-type]
+    assert run.rc == 0, run.stderr
+    assert run.meta["target"] == {"url": server.url, "external": True, "measured": True}
+    assert server.proc.poll() is None  # the load generator neither started nor stopped it
+    for transport in ("sse",):  # one cell is enough here; the transports are tested against the minimal server
+        row = run.row(transport=transport)
+        assert row["status"] == "ok", run.cell_meta(row["cell_id"])["warnings"]
+        assert row["messages_received"] == row["messages_expected"] == 3 * row["events_published"] > 0
+        assert bool(row["server_external"]) and bool(row["server_measured"])
+        # The server's own count of events handed to this transport's sockets in the window, off by at most one
+        # event per client at the window's edges.
+        assert abs(row["server_deliveries"] - row["messages_expected"]) <= 3
+        assert row["server_cpu_s"] >= 0 and row["server_rss_bytes"] > 0
+        assert math.isnan(row["connections_peak"])  # an external server's peak spans earlier cells
+        # Same machine, same clock: the estimated offset is within its uncertainty of zero, and that is small.
+        cell = run.cell_meta(row["cell_id"])
+        for worker in cell["workers"]:
+            clock = worker["clock"]
+            assert abs(clock["applied_offset_ns"]) <= clock["before"]["uncertainty_ns"]
+            assert 0 < clock["uncertainty_ns"] < 20_000_000
+    assert "measured: its /stats holds pushbench's counters" in server_description(run.meta)
+
+
+def test_a_server_without_stats_is_measured_from_the_client_side_only(tmp_path: Path, minimal_server: str) -> None:
+    tables = f'[target]\nurl = "{minimal_server}"\n[matrix]\ntransport = ["ws", "poll"]\n'
+    run = run_loadgen(tmp_path, tables, **FAST)  # type: ignore[arg-type]
+    assert run.rc == 0, run.stderr
+    assert run.meta["target"] == {"url": minimal_server, "external": True, "measured": False}
+    for transport in ("ws", "poll"):
+        row = run.row(transport=transport)
+        cell = run.cell_meta(row["cell_id"])
+        assert row["status"] == "ok", cell["warnings"]
+        assert row["messages_lost"] == 0 and row["messages_received"] == 3 * row["events_published"] > 0
+        assert row["bytes_down_tcp"] > row["bytes_down_payload"] > 0
+        for column in ("server_cpu_s", "server_rss_bytes", "server_deliveries", "late_ticks", "connections_peak"):
+            assert math.isnan(row[column]), column
+        assert not bool(row["server_measured"])
+        assert any("clock offset to the server not measured" in w for w in cell["warnings"])
+    assert server_description(run.meta).startswith("external, unmeasured")
+
+
+def test_a_target_off_the_declared_schedule_fails_the_cell_and_says_why(tmp_path: Path, minimal_server: str) -> None:
+    tables = f'[target]\nurl = "{minimal_server}"\n'
+    run = run_loadgen(tmp_path, tables, **{**FAST, "rate_hz": 10})  # type: ignore[arg-type]
+    assert run.rc == 0, run.stderr
+    row = run.row(transport="ws")
+    assert row["status"] == "failed"
+    (warning,) = run.cell_meta(row["cell_id"])["warnings"]
+    assert "50.000 ms apart where feed.rate_hz says 100.000 ms" in warning
