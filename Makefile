@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
-.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance check-server
+.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance check-server test-distributed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) haproxy
 
 test: $(STAMP) haproxy
-	$(PY) -m pytest -m "not slow and not browser and not conformance and not stacks" -q
+	$(PY) -m pytest -m "not slow and not browser and not conformance and not stacks and not distributed" -q
 
 # Every transport over every TLS stack through the real HAProxy (about a minute on 2 cores).
 test-stacks: $(STAMP) haproxy
@@ -32,6 +32,10 @@ haproxy:
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
+
+# Dask shards on a cluster of network-namespace hosts made and removed by the test (root, iproute2); about a minute.
+test-distributed: $(STAMP)
+	$(PY) -m pytest -m distributed -q -rs
 
 # Every Autobahn WebSocket case (via kosoku) against /ws?mode=echo, compression on; the report is kept in
 # results/conformance-<UTC time>/ and the target fails if any case FAILED. About 6 minutes on 2 cores (12.* and 13.*, compression, take most).

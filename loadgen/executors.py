@@ -242,13 +242,15 @@ class DaskShards:
                 name = f"dask shard {spec.worker}" + (
                     f" on {self.running_on[future.key]}" if future.key in self.running_on else ""
                 )
-                if future.status == "finished":
+                # A worker that left the cluster first: its task may have been re-run elsewhere since (and refused
+                # there, its schedule being past), which is not this shard's result.
+                if future.key in self.running_on and self.running_on[future.key] not in alive:
+                    future.cancel()
+                    outcomes[i] = ShardOutcome(name, None, f"{name}: the dask worker died mid-cell, no result")
+                elif future.status == "finished":
                     outcomes[i] = ShardOutcome(name, future.result(), None)
                 elif future.status in ("error", "cancelled"):
                     outcomes[i] = ShardOutcome(name, None, f"{name} failed: {_one_line(future)}")
-                elif future.key in self.running_on and self.running_on[future.key] not in alive:
-                    future.cancel()
-                    outcomes[i] = ShardOutcome(name, None, f"{name}: the dask worker died mid-cell, no result")
                 elif time.monotonic() > deadline:
                     future.cancel()
                     outcomes[i] = ShardOutcome(name, None, f"{name} returned no result within {RESULT_GRACE_S}s")

@@ -164,3 +164,24 @@ def test_sections_are_frozen_and_typed() -> None:
     with pytest.raises(AttributeError):
         config.load.clients = 3  # type: ignore[misc]
     assert config.to_dict()["server"]["allowed_origins"] == []  # plain data for run.json and --set
+
+
+def test_executor_and_target_keys_are_checked(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        '[load]\nexecutor = "dask"\nfault_kill_at_s = 1.0\n[target]\nurl = "http://10.0.0.9:8080"\n'
+        '[matrix]\nexecutor = ["local", "dask"]\n',
+    )
+    assert any("load.dask_scheduler: must be set (tcp://HOST:PORT) when load.executor = 'dask'" in p for p in found)
+    assert any("load.fault_kill_at_s: signals a server the load generator started" in p for p in found)
+    assert any("matrix.executor" in p or "executor: cannot vary between cells" in p for p in found)
+    bad_urls = problems(tmp_path, '[target]\nurl = "http://h:1/poll"\n[load]\ndask_scheduler = "10.0.0.5:8786"\n')
+    assert any("is not a server root: write http://HOST:PORT" in p for p in bad_urls)
+    assert any("is not a scheduler address: write tcp://HOST:PORT" in p for p in bad_urls)
+    assert any("https targets need a TLS client" in p for p in problems(tmp_path, '[target]\nurl = "https://h:443"\n'))
+    wildcard = problems(
+        tmp_path, '[server]\nhost = "0.0.0.0"\n[load]\nexecutor = "dask"\ndask_scheduler = "tcp://h:1"\n'
+    )
+    assert any("server.host: with load.executor = 'dask'" in p for p in wildcard)
+    ok = build_config({"target": {"url": "http://[::1]:8080"}, "load": {"executor": "local"}}, "x.toml")
+    assert ok.target.url == "http://[::1]:8080" and expand_cells(ok)[0].target.url == "http://[::1]:8080"

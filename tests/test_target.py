@@ -5,16 +5,61 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from analysis.report import server_description
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, ServerProcess, timeout
 from tests.test_loadgen_e2e import run_loadgen
 
 FAST = {"duration_s": 0.5, "warmup_s": 0.2, "ramp_up_s": 0.1, "clients": 3, "rate_hz": 20, "payload_bytes": 50}
+
+
+@pytest.fixture
+def loopback_dask(tmp_path: Path) -> Iterator[str]:
+    """A Dask scheduler and two ``dask worker --nthreads 1 --resources shard=1`` on 127.0.0.1; the scheduler's address."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(name: str, argv: list[str], ready: str) -> str:
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "dask", *argv], stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + timeout(30)
+        while (text := log.read_text(errors="replace")).find(ready) < 0:
+            assert procs[-1].poll() is None and time.monotonic() < deadline, text[-800:]
+            time.sleep(0.05)
+        return text[text.index(ready) :].split()[2]
+
+    try:
+        address = spawn(
+            "scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"], "Scheduler at:"
+        )
+        for i in (1, 2):
+            worker = ["worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--resources", "shard=1"]
+            with (tmp_path / f"w{i}.log").open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "dask", *worker, "--no-nanny", "--no-dashboard"],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        deadline = time.monotonic() + timeout(30)
+        while sum("Registered to:" in (tmp_path / f"w{i}.log").read_text(errors="replace") for i in (1, 2)) < 2:
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "dask workers did not start"
+            time.sleep(0.05)
+        yield address
+    finally:
+        for proc in reversed(procs):  # the workers first, then their scheduler
+            proc.terminate()
+            try:
+                proc.wait(2)
+            except subprocess.TimeoutExpired:  # a worker still trying to say goodbye to its scheduler
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture
@@ -34,15 +79,17 @@ def minimal_server() -> Iterator[str]:
         proc.stdout.close()
 
 
-def test_a_separately_started_pushbench_server_is_measured_through_its_stats(
-    tmp_path: Path, server_process: Callable[..., ServerProcess]
+def test_a_separately_started_pushbench_server_is_measured_through_its_stats_by_dask_shards(
+    tmp_path: Path, server_process: Callable[..., ServerProcess], loopback_dask: str
 ) -> None:
+    """Two shards on two Dask workers (loopback here; namespace hosts in test_distributed.py)."""
     server = server_process(
         "--set", "feed.rate_hz=20", "--set", "feed.payload_bytes=50",
         "--set", "server.ws_heartbeat_s=0", "--set", "server.sse_heartbeat_s=0",
     )  # fmt: skip
     tables = f'[target]\nurl = "{server.url}"\n'
-    run = run_loadgen(tmp_path, tables, args=("--set", "load.transport=sse"), **FAST)  # type: ignore[arg-type]
+    dask = ("--set", "load.executor=dask", "--set", f'load.dask_scheduler="{loopback_dask}"', "--set", "load.workers=2")
+    run = run_loadgen(tmp_path, tables, args=("--set", "load.transport=sse", *dask), **FAST)  # type: ignore[arg-type]
     assert run.rc == 0, run.stderr
     assert run.meta["target"] == {"url": server.url, "external": True, "measured": True}
     assert server.proc.poll() is None  # the load generator neither started nor stopped it
@@ -58,6 +105,9 @@ def test_a_separately_started_pushbench_server_is_measured_through_its_stats(
         assert math.isnan(row["connections_peak"])  # an external server's peak spans earlier cells
         # Same machine, same clock: the estimated offset is within its uncertainty of zero, and that is small.
         cell = run.cell_meta(row["cell_id"])
+        assert run.meta["executor"]["kind"] == "dask" and run.meta["executor"]["shard_slots"] == 2
+        assert len({w["host"]["dask_worker"] for w in cell["workers"]}) == 2
+        assert len({w["host"]["core"] for w in cell["workers"]}) == 2  # pinned: never one core for two shards
         for worker in cell["workers"]:
             clock = worker["clock"]
             assert abs(clock["applied_offset_ns"]) <= clock["before"]["uncertainty_ns"]
@@ -66,11 +116,11 @@ def test_a_separately_started_pushbench_server_is_measured_through_its_stats(
 
 
 def test_a_server_without_stats_is_measured_from_the_client_side_only(tmp_path: Path, minimal_server: str) -> None:
-    tables = f'[target]\nurl = "{minimal_server}"\n[matrix]\ntransport = ["ws", "poll"]\n'
-    run = run_loadgen(tmp_path, tables, **FAST)  # type: ignore[arg-type]
+    tables = f'[target]\nurl = "{minimal_server}"\n'
+    run = run_loadgen(tmp_path, tables, args=("--set", "load.transport=poll"), **FAST)  # type: ignore[arg-type]
     assert run.rc == 0, run.stderr
     assert run.meta["target"] == {"url": minimal_server, "external": True, "measured": False}
-    for transport in ("ws", "poll"):
+    for transport in ("poll",):
         row = run.row(transport=transport)
         cell = run.cell_meta(row["cell_id"])
         assert row["status"] == "ok", cell["warnings"]
