@@ -151,10 +151,11 @@ def host_record(executor: str, core: int | None, address: str | None) -> dict[st
         "cpu_count": os.cpu_count(),
         "core": core,
     }
-    with contextlib.suppress(ImportError, ValueError):
-        from distributed import get_worker
+    if executor == "dask":  # (importing distributed costs a local worker a second for nothing)
+        with contextlib.suppress(ImportError, ValueError):
+            from distributed import get_worker
 
-        record["dask_worker"] = get_worker().address
+            record["dask_worker"] = get_worker().address
     return record
 
 

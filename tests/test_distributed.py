@@ -11,6 +11,7 @@ fail that cell with one line and keep the next one.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -247,7 +248,8 @@ def test_a_dask_worker_killed_mid_cell_fails_that_cell_and_the_next_cell_runs(cl
     first, second = (result.summary.iloc[i] for i in (0, 1))
     assert first["status"] == "incomplete"
     died = [w for w in result.cell("c000-r1")["warnings"] if "died mid-cell" in w]
-    assert len(died) == 1 and died[0].startswith("dask shard 1 on tcp://10.213.13."), result.cell("c000-r1")
+    # Either shard may have landed on w2: the line names the one that did, and its worker's address.
+    assert len(died) == 1 and re.match(rf"dask shard [01] on tcp://{cluster.addr['w2']}:\d+: ", died[0]), died
     assert first["messages_lost"] >= 2 * first["events_published"]  # the dead shard's two clients got nothing counted
     assert second["status"] == "ok", result.cell("c001-r1")["warnings"]
     assert second["messages_received"] == second["messages_expected"] == 4 * second["events_published"] > 0
