@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.report import server_description
+from analysis.report import load_generator_description, server_description
 from tests.conftest import ROOT, ServerProcess, timeout
 from tests.test_loadgen_e2e import run_loadgen
 
@@ -113,6 +113,9 @@ def test_a_separately_started_pushbench_server_is_measured_through_its_stats_by_
             assert abs(clock["applied_offset_ns"]) <= clock["before"]["uncertainty_ns"]
             assert 0 < clock["uncertainty_ns"] < 20_000_000
     assert "measured: its /stats holds pushbench's counters" in server_description(run.meta)
+    assert load_generator_description(run.meta).startswith(
+        f"Dask cluster {loopback_dask}, 2 shard slots; shards ran on "
+    )
 
 
 def test_a_server_without_stats_is_measured_from_the_client_side_only(tmp_path: Path, minimal_server: str) -> None:
