@@ -308,7 +308,15 @@ class DaskExecutor:
         self.lead_s = lead_s
         self.client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S, set_as_default=False)
         # Import the shard code on every worker now, so no cell's first task pays for it.
-        self.client.run(_preimport)
+        try:
+            self.client.run(_preimport)
+        except Exception as exc:
+            self.close()
+            first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise ExecutorUnavailable(
+                f"load.dask_scheduler: a worker of {scheduler} cannot run pushbench's shards ({first}): install this "
+                "pushbench commit (pip install -e '.[dask]') on every load host"
+            ) from None
 
     def shards(self, cell_id: str) -> Shards:
         return DaskShards(self.client, self.scheduler, cell_id, self.lead_s)
