@@ -198,7 +198,7 @@ def _run(
                 summaries.append(summary)
                 done_s += estimates[i]
                 progress.update(task, completed=done_s)
-                for warning in run.warnings:
+                for warning in summary.meta["warnings"]:
                     progress.console.print(f"[yellow]warning[/] {summary.row['cell_id']}: {warning}")
         used = {p.name: profile_record(p) for p in profiles.values()}
         final = write_run(

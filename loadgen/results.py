@@ -25,23 +25,29 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loadgen.clock import clock_warning
-from loadgen.conn import ERROR_KINDS
 from loadgen.headers import HeaderProfile, header_block_bytes
 from loadgen.layers import block_distribution, h2_columns, layer_columns
 from loadgen.metrics import (
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
     HDR_SIGNIFICANT_DIGITS,
-    cpu_percent,
     encode_histogram,
     merge_histograms,
-    overhead_bytes,
-    saturation_reasons,
     summarize_latency,
 )
 from loadgen.runner import CellRun
-from loadgen.wire import TCP_TIMESTAMP_OPTION_BYTES, tcpip_header_bytes
+from loadgen.summary import (
+    byte_totals,
+    cell_status,
+    cell_warnings,
+    clock_summary,
+    error_counts,
+    host_label,
+    message_counts,
+    saturation,
+    server_deltas,
+    worker_health,
+)
 from pushbench import stacks, transports
 from pushbench.stacks import STACKS
 from pushbench.transports import TRANSPORTS
@@ -82,12 +88,6 @@ CONNECTION_COLUMNS = [
 
 class OutputError(Exception):
     """The output folder cannot be written."""
-
-
-def host_label(host: dict[str, Any]) -> str:
-    """A load host as the report names it: its hostname, and the address it reached the server from."""
-    address = host.get("address")
-    return f"{host.get('hostname', '?')} ({address})" if address else str(host.get("hostname", "?"))
 
 
 def cell_id(index: int, repeat: int) -> str:
@@ -140,7 +140,10 @@ class CellSummary:
 
 
 def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
-    """Merge a cell's worker results into its summary.csv row, histogram and connection records."""
+    """Merge a cell's worker results into its summary.csv row, histogram, connection records and run.json cell.
+
+    The arithmetic lives in ``loadgen.summary``; ``run`` is read, never changed.
+    """
     cell, load, feed, server = run.cell, run.cell.load, run.cell.feed, run.cell.server
     cid = cell_id(cell.index, run.repeat)
     plan = run.plan
@@ -151,110 +154,29 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         histogram, count, sum(r.latency_sum_ns for r in results), max((r.latency_max_ns for r in results), default=0)
     )
     records = [(r.worker, rec) for r in results for rec in r.records]
-    down_tcp = sum(rec.bytes_down_tcp for _, rec in records)
-    up_tcp = sum(rec.bytes_up_tcp for _, rec in records)
-    down_payload = sum(rec.bytes_down_payload for _, rec in records)
-    up_payload = sum(rec.bytes_up_payload for _, rec in records)
-    segs_down = sum(rec.segs_in for _, rec in records)
-    segs_up = sum(rec.segs_out for _, rec in records)
-    timestamps = all(rec.timestamps for _, rec in records) if records else True
-    option_bytes = TCP_TIMESTAMP_OPTION_BYTES if timestamps else 0
-    errors = {k: sum(r.errors.get(k, 0) for r in results) for k in ERROR_KINDS}
-    per_worker: list[dict[str, Any]] = [
-        {
-            "worker": r.worker,
-            "clients": r.clients,
-            "loop": r.loop,
-            "cpu_pct": cpu_percent(r.cpu_s, r.wall_s) if r.wall_s > 0 else None,
-            "runqueue_wait_pct": (
-                cpu_percent(r.runqueue_wait_s, r.wall_s) if r.wall_s > 0 and r.runqueue_wait_s is not None else None
-            ),
-            "loop_lag_p99_ms": (
-                merge_histograms([r.lag_encoded]).get_value_at_percentile(99) / 1000.0 if r.lag_encoded else None
-            ),
-            "host": r.host,
-            "clock": r.clock,
-        }
-        for r in results
-    ]
-    cpu_pcts = [w["cpu_pct"] for w in per_worker if w["cpu_pct"] is not None]
-    lag_p99s = [w["loop_lag_p99_ms"] for w in per_worker if w["loop_lag_p99_ms"] is not None]
-    busiest_cpu = max(cpu_pcts, default=float("nan"))
-    worst_lag = max(lag_p99s, default=float("nan"))
-    reasons = saturation_reasons(busiest_cpu, worst_lag) if cpu_pcts else []
-    if reasons:
-        waits = [w["runqueue_wait_pct"] for w in per_worker if w["runqueue_wait_pct"] is not None]
-        waited = (
-            f"; a worker waited for a free CPU {max(waits):.0f}% of the window (a busy machine delays the client)"
-            if waits and max(waits) >= 10
-            else ""
-        )
-        hosts = sorted(
-            {
-                host_label(w["host"])
-                for w in per_worker
-                if w["host"] and saturation_reasons(w["cpu_pct"] or 0.0, w["loop_lag_p99_ms"] or 0.0)
-            }
-        )
-        where = (
-            f" on load host {', '.join(hosts)}"
-            if hosts and any(w["host"].get("executor") == "dask" for w in per_worker if w["host"])
-            else ""
-        )
-        run.warnings.append("saturated: " + "; ".join(reasons) + waited + where + " (this cell measured the client)")
-    s0, s1 = run.stats_start or {}, run.stats_end or {}
-
-    def delta(key: str) -> Any:
-        return s1[key] - s0[key] if key in s0 and key in s1 else None
-
-    cpu_s = None
-    if s0 and s1:
-        cpu_s = (s1["cpu_user_s"] + s1["cpu_system_s"]) - (s0["cpu_user_s"] + s0["cpu_system_s"])
-    deliveries = None
-    if s0 and s1:
-        key = "echoes" if load.scenario == "echo" else "deliveries"
-        sub = TRANSPORTS[load.transport].echo_key if key == "echoes" else load.transport
-        deliveries = s1[key][sub] - s0[key][sub]
+    wire = byte_totals([rec for _, rec in records])
+    errors = error_counts(results)
+    per_worker = worker_health(results)
+    sat = saturation(per_worker)
+    transport = TRANSPORTS[load.transport]
+    counter = ("echoes", transport.echo_key) if load.scenario == "echo" else ("deliveries", load.transport)
+    srv = server_deltas(run.stats_start, run.stats_end, counter, external=run.external)
+    cpu_s = srv.cpu_s
     duration_s = (plan.window_end_ns - plan.window_start_ns) / 1e9 if plan else float("nan")
     # Feed events whose intended time lies in the window (in echo cells too: the feed runs, nobody reads it).
     events_published = (plan.seq_last - plan.seq_first + 1) if plan else 0
-    expected = sum(r.messages_expected for r in results)
-    received = sum(r.messages_received for r in results)
-    lost = sum(r.messages_lost for r in results)
-    missing_clients = load.clients - sum(r.clients for r in results)
-    if missing_clients > 0 and plan is not None:
-        # A worker that returned nothing: its clients' messages count as lost, never hidden.
-        per_client = events_published if load.scenario == "feed" else 0
-        expected += missing_clients * per_client
-        lost += missing_clients * per_client
+    messages = message_counts(results, load.clients, events_published, load.scenario == "feed", plan is not None)
     counter_errors = sum(r.counter_errors for r in results)
-    if counter_errors:
-        run.fail(f"TCP_INFO could not be read {counter_errors} times: the byte and segment counts are incomplete")
     late = sum(r.clients_late for r in results)
-    if late:
-        run.warnings.append(
-            f"{late} clients were not subscribed when the window started (their first events count as lost): "
-            "lengthen ramp_up_s/warmup_s or use fewer clients per worker"
-        )
-    if lost and run.status == "ok":
-        run.warnings.append(f"{lost} of {expected} messages were not received")
     clocks = [r.clock for r in results if r.clock is not None]
-    uncertainties = [c["uncertainty_ns"] for c in clocks if c.get("uncertainty_ns") is not None]
-    clock_uncertainty_ns = max(uncertainties) if uncertainties else None
-    unmeasured = sorted({str(c["problem"]) for c in clocks if c.get("uncertainty_ns") is None and c.get("problem")})
-    if unmeasured:
-        run.warnings.append(
-            f"clock offset to the server not measured ({unmeasured[0]}): latencies assume the load hosts' clocks "
-            "agree with the server's (docs/contract.md, GET /time)"
-        )
-    clock_note = clock_warning(clock_uncertainty_ns, latency.p50_ms if count else None)
-    if clock_note:
-        run.warnings.append(clock_note)
+    clock = clock_summary(clocks, latency.p50_ms if count else None)
+    status = cell_status(run.status, counter_errors)
+    warnings = [*cell_warnings(run.warnings, status, sat, messages, counter_errors, late), *clock.warnings]
     hostport = f"{plan.host}:{plan.port}" if plan else "127.0.0.1:0"
     row: dict[str, Any] = {
         "cell_id": cid,
         "repeat": run.repeat,
-        "status": run.status,
+        "status": status,
         "transport": load.transport,
         "scenario": load.scenario,
         "clients": load.clients,
@@ -270,66 +192,61 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "ws_compress": server.ws_compress,
         "duration_s": duration_s,
         "events_published": events_published,
-        "messages_expected": expected,
-        "messages_received": received,
-        "messages_lost": lost,
-        "messages_duplicated": sum(r.messages_duplicated for r in results),
+        "messages_expected": messages.expected,
+        "messages_received": messages.received,
+        "messages_lost": messages.lost,
+        "messages_duplicated": messages.duplicated,
         "latency_mean_ms": latency.mean_ms,
         "latency_p50_ms": latency.p50_ms,
         "latency_p90_ms": latency.p90_ms,
         "latency_p99_ms": latency.p99_ms,
         "latency_max_ms": latency.max_ms,
-        "bytes_down_tcp": down_tcp,
-        "bytes_up_tcp": up_tcp,
-        "bytes_down_payload": down_payload,
-        "bytes_up_payload": up_payload,
-        "bytes_down_overhead": overhead_bytes(down_tcp, down_payload),
-        "bytes_up_overhead": overhead_bytes(up_tcp, up_payload),
-        "tcp_segments": segs_down + segs_up,
-        "tcp_segments_down": segs_down,
-        "tcp_segments_up": segs_up,
-        "bytes_tcpip_headers": tcpip_header_bytes(segs_down + segs_up, tcp_option_bytes=option_bytes),
+        "bytes_down_tcp": wire.down_tcp,
+        "bytes_up_tcp": wire.up_tcp,
+        "bytes_down_payload": wire.down_payload,
+        "bytes_up_payload": wire.up_payload,
+        "bytes_down_overhead": wire.down_overhead,
+        "bytes_up_overhead": wire.up_overhead,
+        "tcp_segments": wire.segments,
+        "tcp_segments_down": wire.segs_down,
+        "tcp_segments_up": wire.segs_up,
+        "bytes_tcpip_headers": wire.tcpip_header_bytes,
         "connections_opened": sum(r.connections_opened for r in results),
-        # The server's peak of open TCP connections, less the load generator's one /stats connection.
-        # (An external server's peak spans every cell since it started: not this cell's figure.)
-        "connections_peak": s1["connections_peak"] - 1 if "connections_peak" in s1 and not run.external else None,
+        "connections_peak": srv.connections_peak,
         "time_wait_end": run.time_wait_end,
         "server_cpu_s": cpu_s,
-        "server_rss_bytes": s1.get("rss_bytes"),
-        "loadgen_cpu_pct": busiest_cpu,
-        "loop_lag_p99_ms": worst_lag,
-        "saturated": bool(reasons),
+        "server_rss_bytes": srv.rss_bytes,
+        "loadgen_cpu_pct": sat.busiest_cpu_pct,
+        "loop_lag_p99_ms": sat.worst_lag_p99_ms,
+        "saturated": sat.saturated,
         "errors": sum(errors.values()),
         **{f"errors_{k}": v for k, v in errors.items()},
-        "late_ticks": delta("late_ticks"),
+        "late_ticks": srv.late_ticks,
         "window_start_ns": plan.window_start_ns if plan else None,
         "window_end_ns": plan.window_end_ns if plan else None,
         "workers": load.workers,
         "send_interval_s": load.send_interval_s,
         "cookie_bytes": load.cookie_bytes if load.header_profile == "browser" else 0,
-        "events_published_server": delta("events_published"),
-        "server_deliveries": deliveries,
-        # Connections the server accepted in the window, less those of the load generator's /stats probe.
-        "server_connections_accepted": (
-            delta("connections_accepted") - delta("probe_connections") if s0 and s1 else None
-        ),
+        "events_published_server": srv.events_published,
+        "server_deliveries": srv.deliveries,
+        "server_connections_accepted": srv.connections_accepted,
         "connections_peak_clients": sum(r.connections_peak for r in results),
         "stale_resumes": sum(r.stale_resumes for r in results),
         "reconnects": sum(r.reconnects for r in results),
         "requests_retried": sum(r.requests_retried for r in results),
         "clients_late": late,
-        "tcp_timestamps": timestamps,
+        "tcp_timestamps": wire.tcp_timestamps,
         "stack": load.stack,
         "alpn": ",".join(sorted({rec.alpn for _, rec in records if rec.alpn})),
         "tls_key_type": ("file" if load.tls_cert_file else load.tls_key_type) if STACKS[load.stack].tls else "",
         **layer_columns(rec for _, rec in records),
         **h2_columns([rec for _, rec in records]),
-        **proxy_columns(cpu_s, s1.get("rss_bytes"), run.proxy_usage_start, run.proxy_usage_end),
+        **proxy_columns(cpu_s, srv.rss_bytes, run.proxy_usage_start, run.proxy_usage_end),
         "executor": load.executor,
         "load_hosts": len({host_label(r.host) for r in results if r.host}) or None,
-        "clock_uncertainty_ms": clock_uncertainty_ns / 1e6 if clock_uncertainty_ns is not None else None,
+        "clock_uncertainty_ms": clock.uncertainty_ns / 1e6 if clock.uncertainty_ns is not None else None,
         "server_external": run.external,
-        "server_measured": bool(s0 and s1),
+        "server_measured": bool(run.stats_start and run.stats_end),
     }
     connections = [
         {
@@ -360,14 +277,14 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "repeat": run.repeat,
         "varied": cell.varied,
         **cell.sections_dict(),  # feed, server, load (and any further section) as plain data
-        "status": run.status,
+        "status": status,
         "window_start_ns": row["window_start_ns"],
         "window_end_ns": row["window_end_ns"],
         "anchor_ns": plan.anchor_ns if plan else None,
         "seq_first": plan.seq_first if plan else None,
         "seq_last": plan.seq_last if plan else None,
         "errors": errors,
-        "warnings": run.warnings,
+        "warnings": warnings,
         "error_samples": [s for r in results for s in r.error_samples][:20],
         "workers": per_worker,
         "server_exit": run.server_exit,
@@ -377,12 +294,12 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             "response": block_distribution(b for _, rec in records for b in rec.h2_response_blocks),
         },
         "tcp_info_failures": counter_errors,
-        "clock": {"runner": run.runner_clock, "uncertainty_ns": clock_uncertainty_ns}
+        "clock": {"runner": run.runner_clock, "uncertainty_ns": clock.uncertainty_ns}
         if run.runner_clock or clocks
         else None,
         "server_external": run.external,
     }
-    return CellSummary(row, encode_histogram(histogram), connections, meta, reasons)
+    return CellSummary(row, encode_histogram(histogram), connections, meta, list(sat.reasons))
 
 
 # --- the run folder ------------------------------------------------------------------------------------

@@ -1,0 +1,263 @@
+"""A cell's summary as arithmetic: totals, loss, server deltas, saturation, status and warnings.
+
+Nothing here touches a socket, a clock or a file: each function takes what the workers and the server's
+``/stats`` reported and returns numbers or sentences, so ``loadgen.results.summarize`` only composes them into
+the summary.csv row and the run.json cell (and never changes the run it summarises).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.clock import clock_warning
+from loadgen.conn import ERROR_KINDS, ConnRecord
+from loadgen.metrics import cpu_percent, merge_histograms, overhead_bytes, saturation_reasons
+from loadgen.wire import TCP_TIMESTAMP_OPTION_BYTES, tcpip_header_bytes
+from loadgen.worker import WorkerResult
+
+# A worker that waited for a CPU this much of the window was delayed by a busy machine, not by its own work.
+RUNQUEUE_WAIT_WARN_PCT = 10.0
+
+
+@dataclass(frozen=True)
+class ByteTotals:
+    """The TCP_INFO byte and segment counts of every client connection in the window, summed."""
+
+    down_tcp: int = 0
+    up_tcp: int = 0
+    down_payload: int = 0
+    up_payload: int = 0
+    segs_down: int = 0
+    segs_up: int = 0
+    tcp_timestamps: bool = True  # every connection negotiated TCP timestamps (12 option bytes per segment)
+
+    @property
+    def down_overhead(self) -> int:
+        return overhead_bytes(self.down_tcp, self.down_payload)
+
+    @property
+    def up_overhead(self) -> int:
+        return overhead_bytes(self.up_tcp, self.up_payload)
+
+    @property
+    def segments(self) -> int:
+        return self.segs_down + self.segs_up
+
+    @property
+    def tcpip_header_bytes(self) -> int:
+        """Derived, not counted: segments × (IP + TCP + options) headers (``loadgen.wire``)."""
+        options = TCP_TIMESTAMP_OPTION_BYTES if self.tcp_timestamps else 0
+        return tcpip_header_bytes(self.segments, tcp_option_bytes=options)
+
+
+def byte_totals(records: Sequence[ConnRecord]) -> ByteTotals:
+    return ByteTotals(
+        down_tcp=sum(r.bytes_down_tcp for r in records),
+        up_tcp=sum(r.bytes_up_tcp for r in records),
+        down_payload=sum(r.bytes_down_payload for r in records),
+        up_payload=sum(r.bytes_up_payload for r in records),
+        segs_down=sum(r.segs_in for r in records),
+        segs_up=sum(r.segs_out for r in records),
+        tcp_timestamps=all(r.timestamps for r in records),
+    )
+
+
+@dataclass(frozen=True)
+class MessageCounts:
+    expected: int
+    received: int
+    lost: int
+    duplicated: int
+
+
+def message_counts(
+    results: Sequence[WorkerResult], clients: int, events_in_window: int, feed: bool, planned: bool = True
+) -> MessageCounts:
+    """Messages by seq over every worker. The clients of a worker that returned nothing count every event of the
+    window as lost (feed cells; echo messages were never scheduled), so a dead worker never hides a loss."""
+    expected = sum(r.messages_expected for r in results)
+    lost = sum(r.messages_lost for r in results)
+    missing_clients = clients - sum(r.clients for r in results)
+    if missing_clients > 0 and planned and feed:
+        expected += missing_clients * events_in_window
+        lost += missing_clients * events_in_window
+    return MessageCounts(
+        expected=expected,
+        received=sum(r.messages_received for r in results),
+        lost=lost,
+        duplicated=sum(r.messages_duplicated for r in results),
+    )
+
+
+def error_counts(results: Sequence[WorkerResult]) -> dict[str, int]:
+    """Client errors by kind, every kind present (0 when none)."""
+    return {k: sum(r.errors.get(k, 0) for r in results) for k in ERROR_KINDS}
+
+
+@dataclass(frozen=True)
+class ServerDeltas:
+    """What the server counted inside the window: /stats at its end minus /stats at its start."""
+
+    cpu_s: float | None = None
+    deliveries: int | None = None  # events (or echoes) handed to this cell's transport
+    late_ticks: int | None = None
+    events_published: int | None = None
+    connections_accepted: int | None = None  # less the load generator's own /stats probe connections
+    connections_peak: int | None = None  # over the server's life, less the probe's one connection
+    rss_bytes: int | None = None  # at the window's end
+
+
+def server_deltas(
+    start: Mapping[str, Any] | None, end: Mapping[str, Any] | None, counter: tuple[str, str], external: bool = False
+) -> ServerDeltas:
+    """The window's server figures; ``counter`` names the delivery counter: ("deliveries", transport) or
+    ("echoes", echo key). Unknown where either snapshot is missing. An ``external`` server's connection peak
+    spans every cell since it started, so it is not this cell's figure."""
+    s0, s1 = start or {}, end or {}
+    peak = s1["connections_peak"] - 1 if "connections_peak" in s1 and not external else None
+    if not (s0 and s1):
+        return ServerDeltas(connections_peak=peak, rss_bytes=s1.get("rss_bytes"))
+
+    def delta(key: str) -> Any:
+        return s1[key] - s0[key] if key in s0 and key in s1 else None
+
+    group, key = counter
+    accepted, probes = delta("connections_accepted"), delta("probe_connections")
+    return ServerDeltas(
+        cpu_s=(s1["cpu_user_s"] + s1["cpu_system_s"]) - (s0["cpu_user_s"] + s0["cpu_system_s"]),
+        deliveries=s1[group][key] - s0[group][key],
+        late_ticks=delta("late_ticks"),
+        events_published=delta("events_published"),
+        connections_accepted=accepted - probes if accepted is not None and probes is not None else None,
+        connections_peak=peak,
+        rss_bytes=s1.get("rss_bytes"),
+    )
+
+
+def worker_health(results: Iterable[WorkerResult]) -> list[dict[str, Any]]:
+    """Per worker: its clients, loop, CPU % of the window, % of the window waiting for a CPU, loop lag p99 (ms)."""
+    return [
+        {
+            "worker": r.worker,
+            "clients": r.clients,
+            "loop": r.loop,
+            "cpu_pct": cpu_percent(r.cpu_s, r.wall_s) if r.wall_s > 0 else None,
+            "runqueue_wait_pct": (
+                cpu_percent(r.runqueue_wait_s, r.wall_s) if r.wall_s > 0 and r.runqueue_wait_s is not None else None
+            ),
+            "loop_lag_p99_ms": (
+                merge_histograms([r.lag_encoded]).get_value_at_percentile(99) / 1000.0 if r.lag_encoded else None
+            ),
+            "host": r.host,
+            "clock": r.clock,
+        }
+        for r in results
+    ]
+
+
+def host_label(host: Mapping[str, Any]) -> str:
+    """A load host as the report names it: its hostname, and the address it reached the server from."""
+    address = host.get("address")
+    return f"{host.get('hostname', '?')} ({address})" if address else str(host.get("hostname", "?"))
+
+
+@dataclass(frozen=True)
+class Saturation:
+    busiest_cpu_pct: float  # NaN when no worker reported
+    worst_lag_p99_ms: float
+    reasons: tuple[str, ...]  # empty: the client kept up
+    worst_runqueue_wait_pct: float | None
+    saturated_hosts: tuple[str, ...] = ()  # named when the shards ran on several hosts (Dask)
+
+    @property
+    def saturated(self) -> bool:
+        return bool(self.reasons)
+
+    def warning(self) -> str | None:
+        """The sentence run.json and the console get, or None when the client kept up."""
+        if not self.reasons:
+            return None
+        wait = self.worst_runqueue_wait_pct
+        waited = (
+            f"; a worker waited for a free CPU {wait:.0f}% of the window (a busy machine delays the client)"
+            if wait is not None and wait >= RUNQUEUE_WAIT_WARN_PCT
+            else ""
+        )
+        where = f" on load host {', '.join(self.saturated_hosts)}" if self.saturated_hosts else ""
+        return "saturated: " + "; ".join(self.reasons) + waited + where + " (this cell measured the client)"
+
+
+def saturation(per_worker: Sequence[Mapping[str, Any]]) -> Saturation:
+    """Did the load generator keep up? Judged by its busiest worker's CPU and its worst loop lag."""
+    cpu_pcts = [w["cpu_pct"] for w in per_worker if w["cpu_pct"] is not None]
+    lags = [w["loop_lag_p99_ms"] for w in per_worker if w["loop_lag_p99_ms"] is not None]
+    waits = [w["runqueue_wait_pct"] for w in per_worker if w["runqueue_wait_pct"] is not None]
+    busiest, worst = max(cpu_pcts, default=math.nan), max(lags, default=math.nan)
+    reasons = tuple(saturation_reasons(busiest, worst)) if cpu_pcts else ()
+    hosts: tuple[str, ...] = ()
+    if reasons and any(w["host"].get("executor") == "dask" for w in per_worker if w.get("host")):
+        hosts = tuple(
+            sorted(
+                {
+                    host_label(w["host"])
+                    for w in per_worker
+                    if w.get("host") and saturation_reasons(w["cpu_pct"] or 0.0, w["loop_lag_p99_ms"] or 0.0)
+                }
+            )
+        )
+    return Saturation(busiest, worst, reasons, max(waits, default=None), hosts)
+
+
+@dataclass(frozen=True)
+class ClockSummary:
+    uncertainty_ns: int | None  # the worst shard's clock offset uncertainty; None when none was measured
+    warnings: tuple[str, ...]
+
+
+def clock_summary(clocks: Sequence[Mapping[str, Any]], latency_p50_ms: float | None) -> ClockSummary:
+    """The shards' clock offsets to the server: how uncertain the latencies are, and what to warn about."""
+    uncertainties = [c["uncertainty_ns"] for c in clocks if c.get("uncertainty_ns") is not None]
+    uncertainty = max(uncertainties) if uncertainties else None
+    warnings = []
+    unmeasured = sorted({str(c["problem"]) for c in clocks if c.get("uncertainty_ns") is None and c.get("problem")})
+    if unmeasured:
+        warnings.append(
+            f"clock offset to the server not measured ({unmeasured[0]}): latencies assume the load hosts' clocks "
+            "agree with the server's (docs/contract.md, GET /time)"
+        )
+    note = clock_warning(uncertainty, latency_p50_ms)
+    if note:
+        warnings.append(note)
+    return ClockSummary(uncertainty, tuple(warnings))
+
+
+def cell_status(status: str, tcp_info_failures: int) -> str:
+    """The runner's status, made ``incomplete`` when byte counts are missing (a failed cell stays failed)."""
+    return "incomplete" if tcp_info_failures and status == "ok" else status
+
+
+def cell_warnings(
+    run_warnings: Sequence[str],
+    status: str,
+    sat: Saturation,
+    messages: MessageCounts,
+    tcp_info_failures: int,
+    clients_late: int,
+) -> list[str]:
+    """The runner's warnings followed by what the summary found, in a fixed order; a new list."""
+    out = list(run_warnings)
+    if (warning := sat.warning()) is not None:
+        out.append(warning)
+    if tcp_info_failures:
+        out.append(f"TCP_INFO could not be read {tcp_info_failures} times: the byte and segment counts are incomplete")
+    if clients_late:
+        out.append(
+            f"{clients_late} clients were not subscribed when the window started (their first events count as "
+            "lost): lengthen ramp_up_s/warmup_s or use fewer clients per worker"
+        )
+    if messages.lost and status == "ok":
+        out.append(f"{messages.lost} of {messages.expected} messages were not received")
+    return out

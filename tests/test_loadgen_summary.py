@@ -1,0 +1,121 @@
+"""The summary's arithmetic (loadgen.summary) on hand-made inputs, no sockets; and summarize leaves the run alone."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+from test_loadgen_results import fake_run
+
+from loadgen.conn import ConnRecord
+from loadgen.headers import make_profile
+from loadgen.results import summarize
+from loadgen.summary import (
+    MessageCounts,
+    Saturation,
+    byte_totals,
+    cell_status,
+    cell_warnings,
+    message_counts,
+    saturation,
+    server_deltas,
+)
+from loadgen.worker import WorkerResult
+
+
+def record(down: int, up: int, segs_in: int, segs_out: int, payload: int, timestamps: bool = True) -> ConnRecord:
+    return ConnRecord(0, 1, 0, None, down, up, segs_in, segs_out, payload, 0, timestamps)
+
+
+def test_byte_totals_add_connections_and_derive_headers() -> None:
+    wire = byte_totals([record(1000, 100, 6, 4, 900), record(500, 50, 3, 2, 450)])
+    assert (wire.down_tcp, wire.up_tcp, wire.down_payload, wire.up_payload) == (1500, 150, 1350, 0)
+    assert (wire.down_overhead, wire.up_overhead) == (150, 150)
+    assert wire.segments == 15 and wire.tcpip_header_bytes == 15 * (20 + 20 + 12)
+    no_ts = byte_totals([record(1000, 100, 6, 4, 900), record(500, 50, 3, 2, 450, timestamps=False)])
+    assert not no_ts.tcp_timestamps and no_ts.tcpip_header_bytes == 15 * 40
+    assert byte_totals([]).tcpip_header_bytes == 0
+
+
+def worker(clients: int, expected: int, received: int, lost: int, duplicated: int = 0) -> WorkerResult:
+    result = WorkerResult(0, clients, "uvloop")
+    result.messages_expected, result.messages_received = expected, received
+    result.messages_lost, result.messages_duplicated = lost, duplicated
+    return result
+
+
+def test_loss_counts_the_clients_of_a_worker_that_returned_nothing() -> None:
+    results = [worker(2, 40, 39, 1, duplicated=3), worker(2, 40, 40, 0)]
+    # 7 clients, 4 reported: 3 clients × 20 events of the window are lost, never hidden.
+    assert message_counts(results, 7, 20, feed=True) == MessageCounts(40 + 40 + 60, 79, 1 + 60, 3)
+    # Echo messages of a missing worker were never scheduled: nothing to add; nor without a plan.
+    assert message_counts(results, 7, 20, feed=False) == MessageCounts(80, 79, 1, 3)
+    assert message_counts(results, 7, 20, feed=True, planned=False) == MessageCounts(80, 79, 1, 3)
+
+
+STATS0 = {
+    "cpu_user_s": 1.0, "cpu_system_s": 0.5, "late_ticks": 1, "events_published": 10, "connections_accepted": 4,
+    "probe_connections": 1, "connections_peak": 5, "rss_bytes": 100,
+    "deliveries": {"sse": 7}, "echoes": {"http": 2, "ws": 0},
+}  # fmt: skip
+
+
+def test_server_deltas_subtract_window_start_from_its_end() -> None:
+    end = {**STATS0, "cpu_user_s": 1.75, "cpu_system_s": 0.75, "late_ticks": 3, "events_published": 40,
+           "connections_accepted": 9, "probe_connections": 2, "connections_peak": 12, "rss_bytes": 900,
+           "deliveries": {"sse": 307}, "echoes": {"http": 52, "ws": 0}}  # fmt: skip
+    d = server_deltas(STATS0, end, ("deliveries", "sse"))
+    assert d.cpu_s == pytest.approx(1.0)  # (1.75 + 0.75) - (1.0 + 0.5)
+    assert (d.deliveries, d.late_ticks, d.events_published) == (300, 2, 30)
+    assert d.connections_accepted == 4  # 5 accepted, one of them the load generator's probe
+    assert d.connections_peak == 11 and d.rss_bytes == 900  # less the probe's own connection
+    assert server_deltas(STATS0, end, ("echoes", "http")).deliveries == 50
+    missing = server_deltas(None, end, ("deliveries", "sse"))
+    assert (missing.cpu_s, missing.deliveries, missing.late_ticks) == (None, None, None)
+    assert (missing.connections_peak, missing.rss_bytes) == (11, 900)
+    assert server_deltas(STATS0, None, ("deliveries", "sse")).connections_peak is None
+
+
+def health(cpu: float | None, lag: float | None, wait: float | None = None) -> dict[str, float | None]:
+    return {"cpu_pct": cpu, "loop_lag_p99_ms": lag, "runqueue_wait_pct": wait}
+
+
+def test_saturation_is_judged_by_the_busiest_worker_and_says_why() -> None:
+    calm = saturation([health(20.0, 1.0), health(30.0, 2.0)])
+    assert (calm.busiest_cpu_pct, calm.worst_lag_p99_ms, calm.saturated, calm.warning()) == (30.0, 2.0, False, None)
+    busy = saturation([health(20.0, 1.0), health(91.0, 12.5, wait=15.0)])
+    assert busy.saturated and len(busy.reasons) == 2
+    warning = busy.warning()
+    assert warning is not None and warning.startswith("saturated: load generator CPU 91% > 80% of a core")
+    assert "waited for a free CPU 15% of the window" in warning
+    assert "waited" not in (saturation([health(91.0, 1.0, wait=5.0)]).warning() or "")
+    nobody = saturation([health(None, None)])
+    assert math.isnan(nobody.busiest_cpu_pct) and not nobody.saturated
+
+
+def test_status_and_warnings_in_order() -> None:
+    assert cell_status("ok", 0) == "ok"
+    assert cell_status("ok", 3) == "incomplete"
+    assert cell_status("failed", 3) == "failed"
+    kept_up = Saturation(10.0, 1.0, (), None)
+    lossy = MessageCounts(100, 98, 2, 0)
+    assert cell_warnings(["from the runner"], "ok", kept_up, lossy, 0, 0) == [
+        "from the runner",
+        "2 of 100 messages were not received",
+    ]
+    late = cell_warnings([], "incomplete", Saturation(95.0, 1.0, ("cpu",), None), lossy, 3, 4)
+    assert late[0] == "saturated: cpu (this cell measured the client)"
+    assert late[1].startswith("TCP_INFO could not be read 3 times")
+    assert late[2].startswith("4 clients were not subscribed when the window started")
+    assert len(late) == 3  # an incomplete cell's loss is explained by its status, not warned about again
+
+
+def test_summarize_reads_the_run_and_never_changes_it() -> None:
+    run = fake_run()
+    run.results[0].counter_errors = 2  # the summary makes the cell incomplete and says why
+    before = (copy.deepcopy(run.warnings), run.status)
+    summary = summarize(run, make_profile(run.cell.load))
+    assert (run.warnings, run.status) == before
+    assert summary.row["status"] == "incomplete" and summary.meta["status"] == "incomplete"
+    assert any(w.startswith("TCP_INFO could not be read 2 times") for w in summary.meta["warnings"])
