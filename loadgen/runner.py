@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,14 @@ from urllib.parse import urlsplit
 
 from loadgen.client import Plan
 from loadgen.clock import ClockOffset
-from loadgen.executors import SETUP_LEAD_S, Executor, LocalExecutor, ShardsFailed
+from loadgen.executors import SETUP_LEAD_S, Executor, LocalExecutor, ShardOutcome, ShardsFailed
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import align_window, period_ns, schedule_problem, window_seq_range
 from loadgen.proxy import ProxyProcess, ProxyUnavailable, start_proxy
 from loadgen.shard import ShardSpec, measure_offset
 from loadgen.tls import CertificateError, CertStore
 from loadgen.worker import WorkerResult, assign_clients
-from pushbench.config import Cell, LoadConfig
+from pushbench.config import Cell, FeedConfig, LoadConfig
 from pushbench.stacks import STACKS
 from pushbench.transports import TRANSPORTS
 from servers.check import stats_problems
@@ -360,6 +360,102 @@ def inject_faults(server: ServerProcess, load: LoadConfig, start: int, end: int,
         run.warnings.append(f"{key}: sent {sig.name} to the server {at_s}s into the window")
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """A cell's schedule in wall-clock ns (the server's clock): clients ramp up from ``anchor``, the window is
+    [start, end), the clients stop at ``stop``; feed events ``seq_first..seq_last`` are due inside the window."""
+
+    anchor_ns: int
+    window_start_ns: int
+    window_end_ns: int
+    stop_ns: int
+    seq_first: int
+    seq_last: int
+
+
+def plan_timeline(
+    ref_seq: int, ref_ts_ns: int, feed: FeedConfig, load: LoadConfig, now_ns: int, lead_s: float = SETUP_LEAD_S
+) -> Timeline:
+    """The timeline from one published event (its seq and intended time fix the feed's tick phase), now, and the
+    lead from submitting the plan to the first client connecting."""
+    tick_ns = period_ns(feed.rate_hz)
+    anchor = now_ns + int(lead_s * NS_PER_S)
+    not_before = anchor + int((load.ramp_up_s + load.warmup_s) * NS_PER_S)
+    start, end = align_window(ref_ts_ns, tick_ns, not_before, int(load.duration_s * NS_PER_S))
+    seq_first, seq_last = window_seq_range(ref_seq, ref_ts_ns, tick_ns, feed.burst, start, end)
+    return Timeline(anchor, start, end, end + int(drain_s(load) * NS_PER_S), seq_first, seq_last)
+
+
+def make_plan(
+    cell: Cell,
+    repeat: int,
+    profile: HeaderProfile,
+    timeline: Timeline,
+    host: str,
+    port: int,
+    ca_file: str = "",
+    clock_sync: bool = False,
+) -> Plan:
+    """The plan every shard gets: where to connect, what its clients do, and the timeline."""
+    load, feed = cell.load, cell.feed
+    return Plan(
+        host=host,
+        port=port,
+        transport=load.transport,
+        scenario=load.scenario,
+        clients=load.clients,
+        poll_interval_s=load.poll_interval_s,
+        send_interval_s=load.send_interval_s,
+        longpoll_timeout_s=cell.server.longpoll_timeout_s,
+        payload_bytes=feed.payload_bytes,
+        seed=load.seed + 1000 * (repeat - 1),
+        ws_compress=cell.server.ws_compress,
+        ramp_up_s=load.ramp_up_s,
+        profile=profile,
+        anchor_ns=timeline.anchor_ns,
+        window_start_ns=timeline.window_start_ns,
+        window_end_ns=timeline.window_end_ns,
+        stop_ns=timeline.stop_ns,
+        seq_first=timeline.seq_first,
+        seq_last=timeline.seq_last,
+        stack=load.stack,
+        ca_file=ca_file,
+        clock_sync=clock_sync,
+    )
+
+
+def start_tls_proxy(cell: Cell, certs: CertStore, server: ServerProbe, log_dir: Path) -> tuple[ProxyProcess, str]:
+    """HAProxy with the run's certificates in front of ``server``; the proxy and the CA file clients trust."""
+    try:
+        files = certs.for_load(cell.load)
+        proxy = start_proxy(
+            stack=STACKS[cell.load.stack],
+            server_pem=files.server_pem,
+            ca_file=files.ca_pem,
+            backend_host=server.host,
+            backend_port=server.port,
+            server=cell.server,
+            work_dir=log_dir,
+        )
+    except (ProxyUnavailable, CertificateError) as exc:
+        raise CellFailed(str(exc)) from None
+    return proxy, str(files.ca_pem)
+
+
+def record_outcomes(run: CellRun, outcomes: Iterable[ShardOutcome]) -> None:
+    """Each shard's result into ``run``; one that returned none or failed makes the cell incomplete, none at all
+    failed."""
+    for outcome in outcomes:
+        if outcome.result is None:
+            run.fail(outcome.problem or f"{outcome.name} returned no result")
+            continue
+        if outcome.result.failure:
+            run.fail(f"{outcome.name} failed: {outcome.result.failure.strip().splitlines()[-1]}")
+        run.results.append(outcome.result)
+    if not run.results:
+        run.status = "failed"
+
+
 def run_cell(
     cell: Cell,
     repeat: int,
@@ -394,68 +490,29 @@ def run_cell(
         host, port, ca_file = server.host, server.port, ""
         if stack.tls:
             assert certs is not None
-            try:
-                files = certs.for_load(load)
-                proxy = start_proxy(
-                    stack=stack,
-                    server_pem=files.server_pem,
-                    ca_file=files.ca_pem,
-                    backend_host=server.host,
-                    backend_port=server.port,
-                    server=cell.server,
-                    work_dir=log_dir,
-                )
-            except (ProxyUnavailable, CertificateError) as exc:
-                raise CellFailed(str(exc)) from None
-            host, port, ca_file = proxy.host, proxy.port, str(files.ca_pem)
+            proxy, ca_file = start_tls_proxy(cell, certs, server, log_dir)
+            host, port = proxy.host, proxy.port
         loops = shards.ready()
-        tick_ns = period_ns(feed.rate_hz)
-        ref_seq, ref_ts = reference_event(server, tick_ns, feed.burst)
+        ref_seq, ref_ts = reference_event(server, period_ns(feed.rate_hz), feed.burst)
         # Shards on other hosts, or a server on one, may not share this clock: they estimate their offsets, and
         # the plan is written in the server's time (this machine's clock plus its own offset).
         clock_sync = server.external or executor.name != "local"
         own_offset = server_clock_offset(server) if clock_sync else None
         own = own_offset.offset_ns if own_offset else 0
-        anchor = time.time_ns() + own + int(shards.lead_s * NS_PER_S)
-        not_before = anchor + int((load.ramp_up_s + load.warmup_s) * NS_PER_S)
-        start, end = align_window(ref_ts, tick_ns, not_before, int(load.duration_s * NS_PER_S))
-        seq_first, seq_last = window_seq_range(ref_seq, ref_ts, tick_ns, feed.burst, start, end)
-        plan = Plan(
-            host=host,
-            port=port,
-            transport=load.transport,
-            scenario=load.scenario,
-            clients=load.clients,
-            poll_interval_s=load.poll_interval_s,
-            send_interval_s=load.send_interval_s,
-            longpoll_timeout_s=cell.server.longpoll_timeout_s,
-            payload_bytes=feed.payload_bytes,
-            seed=load.seed + 1000 * (repeat - 1),
-            ws_compress=cell.server.ws_compress,
-            ramp_up_s=load.ramp_up_s,
-            profile=profile,
-            anchor_ns=anchor,
-            window_start_ns=start,
-            window_end_ns=end,
-            stop_ns=end + int(drain_s(load) * NS_PER_S),
-            seq_first=seq_first,
-            seq_last=seq_last,
-            stack=stack.name,
-            ca_file=ca_file,
-            clock_sync=clock_sync,
-        )
+        timeline = plan_timeline(ref_seq, ref_ts, feed, load, time.time_ns() + own, shards.lead_s)
+        plan = make_plan(cell, repeat, profile, timeline, host, port, ca_file, clock_sync)
         run.plan = plan
         run.runner_clock = own_offset.to_json() if own_offset else None
         shards.submit(plan)
-        if _wait_until(start - own, tick, server):
+        if _wait_until(timeline.window_start_ns - own, tick, server):
             run.stats_start = server.stats()
             run.proxy_usage_start = proxy.usage() if proxy is not None else None
             problem = shards.check_running()
             if problem:
                 run.fail(problem)
         if isinstance(server, ServerProcess):
-            inject_faults(server, load, start, end, tick, run)
-        if _wait_until(end - own, tick, server):
+            inject_faults(server, load, timeline.window_start_ns, timeline.window_end_ns, tick, run)
+        if _wait_until(timeline.window_end_ns - own, tick, server):
             run.stats_end = server.stats()
             run.proxy_usage_end = proxy.usage() if proxy is not None else None
             if executor.name == "local":  # TIME_WAIT sockets live on the load hosts: only this one is read
@@ -466,16 +523,7 @@ def run_cell(
             run.fail(f"server exited with status {server.proc.returncode} during the cell: {server.log_tail()}")
         elif (run.stats_start is None or run.stats_end is None) and not (server.external and run.stats_start is None):
             run.fail("could not read the server's /stats at window start or end")
-        for outcome in shards.collect(plan.stop_ns - own, tick):
-            if outcome.result is None:
-                run.fail(outcome.problem or f"{outcome.name} returned no result")
-            elif outcome.result.failure:
-                run.fail(f"{outcome.name} failed: {outcome.result.failure.strip().splitlines()[-1]}")
-                run.results.append(outcome.result)
-            else:
-                run.results.append(outcome.result)
-        if not run.results:
-            run.status = "failed"
+        record_outcomes(run, shards.collect(timeline.stop_ns - own, tick))
         loops |= {r.loop for r in run.results}
         if "asyncio" in loops and load.uvloop:
             run.warnings.append("uvloop is not installed: workers ran on the default asyncio loop")
