@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import render
 
     rendered = {name: render_figure(make(analysis)) for name, make in CHARTS.items()}
-    html = render(analysis, {name: png for name, (_, png) in rendered.items()})
+    html = render(analysis, rendered)
     path = publish(analysis.run.path, rendered, html)
     print(path)
     return 0

@@ -17,12 +17,15 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter
 
 from analysis.fmt import fmt
+from analysis.glance import LAYERS as GLANCE_LAYERS
+from analysis.glance import glance_rows, layers_drawn
 from analysis.metrics import (
     first,
     loglog_slope,
@@ -34,11 +37,10 @@ from analysis.model import Analysis
 from analysis.transports import Transports
 
 # One colour and marker per transport, the same in every chart: the run's transport table (run.json).
-LAYERS = (  # stacked from the bottom: (suffix, label, alpha, hatch)
-    ("payload", "payload", 1.0, ""),
-    ("overhead", "HTTP / frame overhead", 0.55, "//"),
-    ("tcpip", "TCP/IP headers", 0.25, ".."),
-)
+# The per-direction layers of the header chart (``derive``'s <direction>_<suffix>_per_event columns), stacked from
+# the bottom, styled as the headline's layers.
+_LAYER = {layer.key: layer for layer in GLANCE_LAYERS}
+LAYERS = (("payload", _LAYER["payload"]), ("overhead", _LAYER["http"]), ("tcpip", _LAYER["tcpip"]))
 
 matplotlib.rcParams.update(
     {
@@ -54,6 +56,16 @@ matplotlib.rcParams.update(
         "legend.fontsize": 8,
     }
 )
+
+
+def layer_style(colour: str, alpha: float) -> dict[str, Any]:
+    """A layer's face: the transport's colour blended with white (opaque); its hatch lines and outline at full colour.
+
+    Not ``alpha=`` on the patch: matplotlib's SVG draws a hatch pattern over a face of the same RGB and fades both
+    with the patch's opacity, so the hatch vanishes in the SVG (and in the printed report) though the PNG shows it.
+    """
+    r, g, b, _ = to_rgba(colour)
+    return {"facecolor": (1 - alpha + alpha * r, 1 - alpha + alpha * g, 1 - alpha + alpha * b), "edgecolor": colour}
 
 
 def describe(base: dict[str, Any], free: tuple[str, ...] = ()) -> str:
@@ -132,6 +144,78 @@ def line_per_transport(
     return drawn
 
 
+# 0. The headline: the answer at a glance ----------------------------------------------------------------------
+
+
+def headline(a: Analysis) -> Figure:
+    """Left: bytes on the wire per delivered event at the baseline, one bar per transport stacked by layer (both
+    directions). Right: median and p99 latency of the same cells."""
+    tt = a.transports
+    rows = glance_rows(a)
+    fig = Figure(figsize=(11, 1.5 + 0.38 * max(1, len(rows))), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2, sharey=True, width_ratios=[2.1, 1])
+    layers = layers_drawn(rows)
+    ys = list(range(len(rows)))[::-1]  # the registry's first transport on top
+    for y, r in zip(ys, rows, strict=True):
+        left = 0.0
+        for layer in layers:
+            v = r.layers.get(layer.key, 0.0)
+            v = 0.0 if math.isnan(v) else v
+            colour = tt.colour(r.transport)
+            ax1.barh(y, v, left=left, hatch=layer.hatch, height=0.7, **layer_style(colour, layer.alpha))
+            left += v
+        ax1.annotate(
+            f" {fmt(r.bytes_per_event)} B", (left, y), va="center", ha="left", fontsize=8, annotation_clip=False
+        )
+        for value, filled in ((r.latency_p50_ms, True), (r.latency_p99_ms, False)):
+            if not math.isnan(value) and value > 0:
+                ax2.plot(
+                    [value],
+                    [y],
+                    marker=tt.marker(r.transport)[0],
+                    markersize=8,
+                    color=tt.colour(r.transport),
+                    markerfacecolor=tt.colour(r.transport) if filled else "white",
+                    linestyle="none",
+                )
+        if not math.isnan(r.latency_p50_ms) and not math.isnan(r.latency_p99_ms):
+            ax2.plot([r.latency_p50_ms, r.latency_p99_ms], [y, y], color=tt.colour(r.transport), linewidth=1)
+    if rows:
+        ax1.set_yticks(ys, [r.label for r in rows])
+        ax1.set_xlim(0, max(r.bytes_per_event for r in rows if not math.isnan(r.bytes_per_event)) * 1.18)
+    else:
+        no_data(ax1, "feed cells at the baseline settings")
+    ax1.set_xlabel("bytes on the wire per delivered event (both directions)")
+    ax1.set_title("What one event costs on the wire", loc="left")
+    ax1.grid(False, axis="y")
+    ax1.legend(
+        handles=[
+            Patch(hatch=layer.hatch, label=layer.label, **layer_style("#555555", layer.alpha)) for layer in layers
+        ],
+        loc="lower right",
+        fontsize=7,
+        framealpha=0.9,
+    )
+    if ax2.has_data():
+        ax2.set_xscale("log")
+        ax2.legend(
+            handles=[
+                Line2D([], [], color="#555555", marker="o", linestyle="none", label="p50 (filled)"),
+                Line2D([], [], color="#555555", marker="o", markerfacecolor="white", linestyle="none", label="p99"),
+            ],
+            loc="lower right",
+            fontsize=7,
+            framealpha=0.9,
+        )
+    else:
+        no_data(ax2, "latencies at the baseline")
+    ax2.set_xlabel("latency from intended publish time (ms, log)")
+    ax2.set_title("How late it arrives", loc="left")
+    ax2.grid(False, axis="y")
+    fig.suptitle(f"The baseline: {describe(a.base)}", x=0.01, ha="left", fontsize=10)
+    return fig
+
+
 # 1. Header overhead ------------------------------------------------------------------------------------------
 
 
@@ -169,19 +253,17 @@ def header_overhead(a: Analysis) -> Figure:
             for j, direction in enumerate(("down", "up")):
                 x = i * 2.6 + j
                 bottom = 0.0
-                for suffix, _, alpha, hatch in LAYERS:
+                for suffix, layer in LAYERS:
                     v = float(cell[f"{direction}_{suffix}_per_event"])
                     v = 0.0 if math.isnan(v) else v
                     ax.bar(
                         x,
                         v,
                         bottom=bottom,
-                        color=tt.colour(t),
-                        alpha=alpha,
-                        hatch=hatch,
-                        edgecolor=tt.colour(t),
+                        hatch=layer.hatch,
                         linewidth=0.6,
                         width=0.9,
+                        **layer_style(tt.colour(t), layer.alpha),
                     )
                     bottom += v
                 ax.annotate(
@@ -205,8 +287,7 @@ def header_overhead(a: Analysis) -> Figure:
     if not panels:
         no_data(axes[0][0], "feed cells at the baseline settings")
     layer_handles = [
-        Patch(facecolor="#555555", alpha=alpha, hatch=hatch, edgecolor="#555555", label=name)
-        for _, name, alpha, hatch in LAYERS
+        Patch(hatch=layer.hatch, label=layer.label, **layer_style("#555555", layer.alpha)) for _, layer in LAYERS
     ]
     transport_handles = (
         [Patch(color=tt.colour(t), label=tt.label(t)) for t in transports_in(data, tt)] if not data.empty else []
@@ -524,6 +605,7 @@ def scaling(a: Analysis) -> Figure:
 
 
 CHARTS: dict[str, Callable[[Analysis], Figure]] = {
+    "headline": headline,
     "header_overhead": header_overhead,
     "bandwidth": bandwidth,
     "latency": latency,

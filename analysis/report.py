@@ -1,4 +1,8 @@
-"""The HTML report: one self-contained page (charts embedded as base64 PNG), read top to bottom."""
+"""The HTML report: one self-contained page (charts embedded as base64 PNG on screen, SVG in print).
+
+The first screen answers the question (``glance_html``: the headline chart, one row per transport, the three
+verdicts as badges); the reasoning, the other charts and every number follow, long explanations folded.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from analysis.classic import (
     classic_rows,
 )
 from analysis.fmt import fmt
+from analysis.glance import REFERENCE_TRANSPORT, GlanceRow, glance_rows
 from analysis.metrics import HEADLINES, records
 from analysis.model import Analysis
 from analysis.results import SUMMARY_COLUMNS
@@ -57,6 +62,7 @@ CAPTIONS = {
     ),
 }
 TITLES = {
+    "headline": "The answer at a glance",
     "header_overhead": "1. Header overhead",
     "bandwidth": "2. Bandwidth",
     "latency": "3. Latency",
@@ -66,9 +72,18 @@ TITLES = {
 }
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;
 color:#222;line-height:1.45}
-h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+h1{font-size:1.45em;margin:.2em 0}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.lead{margin:.2em 0 .6em;color:#444}
+#glance figure{margin:.4em 0}#glance figcaption{font-size:.85em}
+.badges{display:flex;flex-wrap:wrap;gap:.4em 1em;margin:.5em 0;align-items:center}
+.badge{display:inline-block;padding:.15em .6em;border-radius:1em;border:2px solid #999;color:#222;text-decoration:none;
+font-size:.9em;background:#fafafa}.badge b{text-transform:uppercase;font-size:.85em}
+.badge.holds{border-color:#009E73;background:#e6f5ef}.badge.partly-holds{border-color:#E69F00;background:#fdf3e1}
+.badge.does-not-hold{border-color:#D55E00;background:#fbe9e1}
+details{margin:.4em 0}summary{cursor:pointer}dd,li,p{overflow-wrap:anywhere}
+.print-only{display:none}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.text,th.text{text-align:left}
@@ -79,7 +94,30 @@ th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.text,th.text{t
 .warn{color:#8a4b00}.banner{background:#fff4e0;border:1px solid #e6b35a;padding:.5em 1em}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto}figcaption{color:#444;font-size:.92em}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}
-dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}dd{margin:0}
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2em 1em}dt{font-weight:bold}dd{margin:0}
+@page{size:A4;margin:12mm}
+@media print{
+body{max-width:none;margin:0;padding:0;font-size:9.5pt}
+.screen-only{display:none}.print-only{display:block}
+figure,.verdict,tr{break-inside:avoid}h2,h3{break-after:avoid}
+.scroll{overflow:visible}table{font-size:7pt}th,td{white-space:normal;overflow-wrap:anywhere}
+a{color:inherit;text-decoration:none}pre{white-space:pre-wrap}
+}
+"""
+
+# Printing: folded explanations are printed unfolded (and folded again afterwards).
+PRINT_SCRIPT = """
+<script>
+(function () {
+  var opened = [];
+  addEventListener("beforeprint", function () {
+    opened = Array.prototype.filter.call(document.querySelectorAll("details:not([open])"), function (d) {
+      d.open = true; return true;
+    });
+  });
+  addEventListener("afterprint", function () { opened.forEach(function (d) { d.open = false; }); opened = []; });
+})();
+</script>
 """
 
 
@@ -204,23 +242,105 @@ def what_was_run(a: Analysis) -> str:
     )
 
 
+def claim_name(v: Verdict) -> str:
+    """'One connection' from 'One connection: a push transport keeps ...'."""
+    return v.claim.split(":", 1)[0]
+
+
+def verdict_id(v: Verdict) -> str:
+    return "verdict-" + "-".join(claim_name(v).lower().split())
+
+
 def verdict_html(v: Verdict) -> str:
     cls = v.outcome.replace(" ", "-")
     return (
-        f'<div class="verdict {cls}"><p><b>{esc(v.claim)}</b> <span class="outcome">{esc(v.outcome)}</span></p>'
-        f"<p>{esc(v.text)}</p></div>"
+        f'<div class="verdict {cls}" id="{verdict_id(v)}"><p><b>{esc(v.claim)}</b> '
+        f'<span class="outcome">{esc(v.outcome)}</span></p><p>{esc(v.text)}</p></div>'
     )
 
 
-def chart_html(name: str, png: bytes) -> str:
-    # PNG rather than SVG inside the page: browsers drop matplotlib's SVG hatch patterns in <img>, and the
-    # hatching tells payload from overhead in the header chart. The SVGs sit beside the report for print.
-    data = base64.b64encode(png).decode("ascii")
+def badge_html(v: Verdict) -> str:
+    cls = v.outcome.replace(" ", "-")
+    return f'<a class="badge {cls}" href="#{verdict_id(v)}">{esc(claim_name(v))}: <b>{esc(v.outcome)}</b></a>'
+
+
+def images_html(name: str, svg: bytes, png: bytes) -> str:
+    # PNG on screen: browsers drop matplotlib's SVG hatch patterns in <img>, and the hatching tells payload
+    # from overhead. SVG in print, where a PNG's pixels would show.
+    alt = esc(f"{TITLES.get(name, name)} chart")
     return (
-        f'<figure id="chart-{name}"><h3>{esc(TITLES.get(name, name))}</h3>'
-        f'<img alt="{esc(TITLES.get(name, name))} chart" src="data:image/png;base64,{data}">'
+        f'<img class="screen-only" alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        f'<img class="print-only" alt="{alt}" src="data:image/svg+xml;base64,{base64.b64encode(svg).decode("ascii")}">'
+    )
+
+
+def chart_html(name: str, svg: bytes, png: bytes) -> str:
+    return (
+        f'<figure id="chart-{name}"><h3>{esc(TITLES.get(name, name))}</h3>{images_html(name, svg, png)}'
         f"<figcaption>{esc(CAPTIONS.get(name, ''))} Files: charts/{name}.svg, charts/{name}.png.</figcaption>"
         "</figure>"
+    )
+
+
+def glance_table(rows: list[GlanceRow]) -> str:
+    headers = [
+        "transport",
+        "bytes per event",
+        "× WebSocket",
+        "latency p50 (ms)",
+        "latency p99 (ms)",
+        "connections per client",
+        "new connections per client per min",
+        "server CPU per 1,000 events (ms)",
+    ]
+    keys = [
+        "transport",
+        "bytes_per_event",
+        "ratio_to_ws",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "connections_per_client",
+        "connections_per_client_per_min",
+        "server_cpu_ms_per_1k_events",
+    ]
+    body = [
+        [
+            r.label,
+            r.bytes_per_event,
+            r.ratio_to_reference,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+            r.connections_per_client,
+            r.connections_opened_per_client_per_min,
+            r.server_cpu_ms_per_1k_events,
+        ]
+        for r in rows
+    ]
+    return table(headers, body, table_id="glance", text_cols=(0,), keys=keys)
+
+
+def glance_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]], found_verdicts: list[Verdict]) -> str:
+    """The first screen: the headline chart, one row per transport, and the verdicts as badges."""
+    rows = glance_rows(a)
+    chart = ""
+    if "headline" in charts:
+        svg, png = charts["headline"]
+        chart = (
+            f'<figure id="chart-headline">{images_html("headline", svg, png)}<figcaption>The bytes one delivered '
+            "event cost on the wire at the baseline (both directions, mean of the repeats), by layer: payload, HTTP "
+            "or frame overhead, TLS when the stack has it, TCP/IP headers (derived from segment counts). Right: "
+            "median (filled) and p99 (hollow) latency from the intended publish time.</figcaption></figure>"
+        )
+    reference = next((r.label for r in rows if r.transport == REFERENCE_TRANSPORT), "WebSocket")
+    return (
+        "<section id='glance'><div class='badges'><span>The three claims:</span>"
+        + "".join(badge_html(v) for v in found_verdicts)
+        + "</div>"
+        + chart
+        + (glance_table(rows) if rows else "<p>No feed cell at the baseline settings.</p>")
+        + f"<p class='note'>× {esc(reference)}: bytes per event divided by {esc(reference)}'s. Connections per "
+        "client: the most open at the server at once ÷ clients; new connections: opened inside the window. "
+        "Files: charts/headline.svg, charts/headline.png.</p></section>"
     )
 
 
@@ -245,7 +365,9 @@ def classic_html(rows: list[ClassicRow]) -> str:
         line.append(r.wire_mbps[-1])
         body.append(line)
     explanations = "".join(
-        f"<li><b>{esc(r.label)}, {esc(r.header_profile)}:</b> {esc(r.explanation)}</li>" for r in rows
+        f"<details><summary><b>{esc(r.label)}, {esc(r.header_profile)}:</b> {esc(first_sentence(r.explanation))}"
+        f"</summary><p>{esc(r.explanation)}</p></details>"
+        for r in rows
     )
     intro = (
         "<p>The table that made the case for WebSocket, redone with measured numbers. Each row takes one measured cell "
@@ -264,8 +386,14 @@ def classic_html(rows: list[ClassicRow]) -> str:
     return (
         f"<h2 id='classic-table'>The classic table</h2>{intro}"
         f"{table(headers, body, table_id='classic', text_cols=(0, 1, 2), keys=keys)}"
-        f"<h3>How the measured figures differ from the reference, and why</h3><ul>{explanations}</ul>"
+        f"<h3>How the measured figures differ from the reference, and why</h3>{explanations}"
     )
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of an explanation, as the one-line summary it is folded under."""
+    head, dot, rest = text.partition(". ")
+    return head + "." if dot and rest else text
 
 
 def cells_html(a: Analysis) -> str:
@@ -279,7 +407,10 @@ def cells_html(a: Analysis) -> str:
     return (
         "<h2 id='cells'>Every cell</h2><p>Every row of summary.csv (one per cell and repeat), figures as recorded "
         "(bytes over the whole window and all clients, latencies in ms, CPU in seconds).</p>"
+        f"<p class='print-only'>Not printed: {len(SUMMARY_COLUMNS)} columns do not fit a page; they are in "
+        "summary.csv and on screen.</p><div class='screen-only'>"
         + table(SUMMARY_COLUMNS, body, table_id="cells", text_cols=text, keys=SUMMARY_COLUMNS)
+        + "</div>"
     )
 
 
@@ -309,35 +440,49 @@ def warnings_html(items: list[str]) -> str:
     if not items:
         return "<h2 id='warnings'>Warnings</h2><p>None: no saturated generator, lost messages, errors or noisy repeats.</p>"
     lis = "".join(f'<li class="warn">{esc(w)}</li>' for w in items)
-    return f"<h2 id='warnings'>Warnings ({len(items)})</h2><ul>{lis}</ul>"
+    first = items[0] if len(items[0]) <= 140 else items[0][:139] + "…"
+    return (
+        f"<h2 id='warnings'>Warnings ({len(items)})</h2><details><summary>{esc(first)}"
+        f"{f' … and {len(items) - 1} more' if len(items) > 1 else ''}</summary><ul>{lis}</ul></details>"
+    )
 
 
-def render(a: Analysis, charts_png: Mapping[str, bytes]) -> str:
-    """The whole report as one HTML string."""
+def render(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str:
+    """The whole report as one HTML string; ``charts``: name -> (SVG, PNG) bytes, ``headline`` first."""
     found = warnings(a)
+    found_verdicts = verdicts(a)
     banner = (
         f'<p class="banner">{len(found)} warning{"s" if len(found) != 1 else ""} about these results: '
         f'<a href="#warnings">read them</a> before quoting a figure.</p>'
         if found
         else ""
     )
+    meta = a.run.meta
+    lead = (
+        f"Run <b>{esc(a.run.name)}</b> ({esc(meta.get('config_source', 'unknown config'))}, {len(a.cells)} cells, "
+        f"started {esc(meta.get('started_at', '?'))}): how many bytes one event costs on the wire and how late it "
+        "arrives, per transport. <a href='#run'>What was run</a> · <a href='#verdicts'>why each verdict</a> · "
+        "<a href='#charts'>every chart</a> · <a href='#cells'>every number</a>"
+    )
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>pushbench report: {esc(a.run.name)}</title><style>{CSS}</style></head><body>",
-        f"<h1>pushbench: what polling costs compared with server push</h1><p>Run <b>{esc(a.run.name)}</b>.</p>",
+        f"<h1>pushbench: what polling costs compared with server push</h1><p class='lead'>{lead}</p>",
         banner,
-        what_was_run(a),
+        glance_html(a, charts, found_verdicts),
         "<h2 id='verdicts'>Verdicts</h2><p>Each claim checked against the baseline cells of this run (see What was "
         "run). Figures are means over each cell's repeats; the table of every cell below has each repeat as "
         "recorded in summary.csv.</p>",
-        *(verdict_html(v) for v in verdicts(a)),
+        *(verdict_html(v) for v in found_verdicts),
+        what_was_run(a),
         "<h2 id='charts'>Charts</h2>",
-        *(chart_html(name, png) for name, png in charts_png.items()),
+        *(chart_html(name, svg, png) for name, (svg, png) in charts.items() if name != "headline"),
         classic_html(classic_rows(a.cells, a.base, a.transports)),
         headlines_html(a),
         cells_html(a),
         warnings_html(found),
         "<footer><p>Generated by <code>python -m analysis</code> from run.json, summary.csv and histograms.parquet of "
-        "this folder only.</p></footer></body></html>",
+        f"this folder only.</p></footer>{PRINT_SCRIPT}</body></html>",
     ]
     return "\n".join(parts)

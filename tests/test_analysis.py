@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -136,8 +136,10 @@ def test_every_chart_and_a_self_contained_report(runs: Runs, report_a: tuple[Pat
         for ext in ("png", "svg"):
             chart = runs.a / "charts" / f"{name}.{ext}"
             assert chart.stat().st_size > 5_000, chart
-    assert len(page.images) == len(CHARTS)
-    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    # Each chart twice: PNG on screen, SVG in print.
+    assert sum(src.startswith("data:image/png;base64,") for src in page.images) == len(CHARTS)
+    assert sum(src.startswith("data:image/svg+xml;base64,") for src in page.images) == len(CHARTS)
+    assert len(page.images) == 2 * len(CHARTS)
     text = report.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']?(https?:|//|charts/)""", text), "the report must not load anything"
     for section in ("What was run", "Verdicts", "The classic table", "Every cell", "Warnings"):
@@ -205,6 +207,43 @@ def test_headline_figures_are_means_of_the_repeats_in_summary_csv(runs: Runs, re
         assert cell["wire_bytes_per_event"] == fmt(sum(wire) / len(wire))
         assert cell["latency_p99_ms"] == fmt(sum(p99) / len(p99))
         assert cell["latency_p99_ms__spread"] == fmt(100 * (max(p99) - min(p99)) / (sum(p99) / len(p99)))
+
+
+@pytest.mark.timeout(timeout(240))
+def test_the_first_screen_table_is_the_baseline_cells_of_summary_csv(runs: Runs, report_a: tuple[Path, Tables]) -> None:
+    report, page = report_a
+    rows = summary_rows(runs.a)
+    glance = {r["transport"]: r for r in page.tables["glance"]}
+    assert list(glance) == ["short polling", "WebSocket"]
+
+    def mean(transport: str, of: Callable[[dict[str, str]], float]) -> float:
+        values = [of(r) for r in rows if r["transport"] == transport]
+        assert len(values) == 2  # both repeats
+        return sum(values) / len(values)
+
+    def wire(r: dict[str, str]) -> float:
+        tcp = float(r["bytes_down_tcp"]) + float(r["bytes_up_tcp"]) + float(r["bytes_tcpip_headers"])
+        return tcp / float(r["messages_received"])
+
+    ws_bytes = mean("ws", wire)
+    for transport, label in (("poll", "short polling"), ("ws", "WebSocket")):
+        shown = glance[label]
+        assert shown["bytes_per_event"] == fmt(mean(transport, wire))
+        assert shown["ratio_to_ws"] == fmt(mean(transport, wire) / ws_bytes)
+        assert shown["latency_p50_ms"] == fmt(mean(transport, lambda r: float(r["latency_p50_ms"])))
+        assert shown["latency_p99_ms"] == fmt(mean(transport, lambda r: float(r["latency_p99_ms"])))
+        assert shown["connections_per_client"] == fmt(
+            mean(transport, lambda r: float(r["connections_peak"]) / float(r["clients"]))
+        )
+        cpu = mean(transport, lambda r: float(r["server_cpu_s"]) * 1000 / (float(r["messages_received"]) / 1000))
+        assert shown["server_cpu_ms_per_1k_events"] == fmt(cpu)
+    assert glance["WebSocket"]["ratio_to_ws"] == "1"
+    # The three verdicts as badges, each linking to its reasoning.
+    text = report.read_text(encoding="utf-8")
+    badges = re.findall(r'<a class="badge [a-z-]+" href="#(verdict-[a-z-]+)">', text)
+    assert badges == ["verdict-one-connection", "verdict-server-push", "verdict-lighter-headers"]
+    assert all(f'id="{b}"' in text for b in badges)
+    assert text.index('id="glance"') < text.index("id='verdicts'") < text.index("id='run'")
 
 
 HEADLINE = re.compile(

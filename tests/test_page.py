@@ -8,6 +8,7 @@ import re
 import aiohttp
 from conftest import run, running_server
 
+from pushbench.transports import TRANSPORTS
 from servers.browser_profile import (
     PROFILE_PATH,
     Exchange,
@@ -30,6 +31,13 @@ def test_page_is_served_and_uses_all_four_endpoints() -> None:
             assert endpoint in html, f"the page never mentions {endpoint}"
         for api in ("new WebSocket(", "new EventSource(", "fetch(", "window.pushbench"):
             assert api in html
+        # One self-contained file: nothing loaded from elsewhere; chart colours and labels from the registry.
+        assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
+        slot = re.search(r'<script id="transport-styles" type="application/json">(.*?)</script>', html)
+        assert slot is not None
+        assert json.loads(slot.group(1)) == {
+            t.name: {"label": t.label, "colour": t.colour} for t in TRANSPORTS.values()
+        }
 
     run(body())
 

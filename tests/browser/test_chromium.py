@@ -7,7 +7,6 @@ Run with ``make test-browser``. Screenshots go to ``results/browser/``.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,38 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import SCREENSHOTS, launched
 from conftest import ROOT, ServerProcess, timeout
 
 from servers import browser_profile
-from servers.browser_profile import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.browser
 
 TRANSPORTS = ("ws", "sse", "longpoll", "poll")
-SCREENSHOTS = ROOT / "results" / "browser"
 FAST_FEED = ("--set", "feed.rate_hz=20", "--set", "feed.payload_bytes=20")
 Snapshot = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the module (Playwright gives each launch a fresh user-data-dir)."""
-    # Imported here, not at module level, so `make test` (which deselects this marker) reports no skip.
-    sync_api = pytest.importorskip(
-        "playwright.sync_api",
-        reason="Playwright is not installed: pip install -e '.[browser]' (make test-browser does)",
-    )
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (make test-browser does)")
-    pw = sync_api.sync_playwright().start()
-    try:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_FLAGS))
-    except Exception as exc:
-        pw.stop()
-        pytest.skip(f"Chromium at {CHROMIUM} did not start: {str(exc).splitlines()[0]}")
-    yield instance
-    instance.close()
-    pw.stop()
+    """One headless Chromium for the module."""
+    yield from launched()
 
 
 class Page:
@@ -182,6 +165,50 @@ def test_every_transport_receives_every_event_without_gap(
     assert snap["ws"]["requests"] == snap["sse"]["requests"] == 1
     assert page.page.evaluate("[125, 126, 65535, 65536].map(window.pushbench.wsFrameHeaderBytes)") == [2, 4, 4, 10]
     page.screenshot("every-transport", capsys)
+
+
+PAINTED = """(charts) => charts.map(([id, hex]) => {
+  const c = document.getElementById(id);
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3] > 200 && Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 40) n++;
+  }
+  return n;
+})"""
+
+
+def test_live_charts_draw_every_event_and_keep_up_at_20_events_per_second(
+    server_process: Callable[..., ServerProcess], open_page: Callable[..., Page], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sp = server_process(*FAST_FEED)  # 20 events/s
+    page = open_page(sp.url)
+    page.wait_until("10 events on every transport", lambda s: every(s, lambda t: t["messages"] >= 10))
+    backlog: list[dict[str, int]] = []
+    started = time.monotonic()
+    while time.monotonic() - started < timeout(5):  # ~100 events on each transport
+        snap = page.snapshot()
+        backlog.append({t: snap[t]["chart"]["backlog"] for t in TRANSPORTS})
+        time.sleep(0.1)
+    full = page.page.evaluate("window.pushbench.snapshot()")
+    snap = full["transports"]
+    half = len(backlog) // 2
+    for t in TRANSPORTS:
+        chart = snap[t]["chart"]
+        # Every event received is drawn or waiting for the next frame; the wait never grows.
+        assert chart["drawnEvents"] + chart["backlog"] == snap[t]["messages"], (t, chart, snap[t]["messages"])
+        assert chart["maxBacklog"] <= 10, (t, chart)  # half a second of events at most, ever
+        first, second = [b[t] for b in backlog[:half]], [b[t] for b in backlog[half:]]
+        assert max(second) <= max(first) + 2, (t, backlog)
+        assert chart["stripPoints"] >= 80 and chart["bytesPoints"] >= 10, (t, chart)
+    assert full["frames"] > 100  # animation frames ran all along
+    # The canvases show the data: pixels of each transport's own colour on both of its charts.
+    charts = [(f"{t}-{kind}-chart", snap[t]["chart"]["colour"]) for t in TRANSPORTS for kind in ("latency", "bytes")]
+    painted = dict(zip((c[0] for c in charts), page.page.evaluate(PAINTED, charts), strict=True))
+    assert all(n >= 10 for n in painted.values()), painted
+    assert page.page.locator("figure.live figcaption").count() == 2 * len(TRANSPORTS)
+    page.screenshot("live-charts", capsys)
 
 
 def test_ts_beyond_2_pow_53_gives_exact_milliseconds(
