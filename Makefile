@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
-.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance check-server test-distributed
+.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance check-server test-distributed bench-client
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,19 @@ quick: $(STAMP) haproxy
 	$(PY) -m loadgen --config configs/quick.toml
 	$(PY) -m analysis results/latest
 
+# The instrument's self-check: pushbench's client against Node's ws, python websockets, autocannon and wrk on one
+# server, printing CPU per message / request and the ratios. npm packages go into .peers/ (never global).
+PEERS := .peers/.installed
+
+$(PEERS):
+	@command -v npm >/dev/null || apt-get install -y nodejs npm || (apt-get update && apt-get install -y nodejs npm)
+	npm install --no-audit --no-fund --silent --prefix .peers ws@8 autocannon@7
+	touch $(PEERS)
+
+bench-client: $(STAMP) $(PEERS)
+	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(PY) -m loadgen.selfcheck
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
@@ -88,4 +101,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .peers .mypy_cache .ruff_cache .pytest_cache

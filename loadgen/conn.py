@@ -8,7 +8,7 @@ descriptor as soon as a connection is reset, and the duplicate keeps the kernel 
 counters, readable until pushbench has read them.
 
 Over TLS (the ``*-tls`` stacks) the same connection carries ``ssl``: the client reads and writes plaintext,
-counted as it passes (``CountingReader``, ``up_offset``), while ``TCP_INFO`` of the socket underneath still
+counted as it passes (``_Receiver.received``, ``up_offset``), while ``TCP_INFO`` of the socket underneath still
 gives the kernel's bytes, so TLS overhead is their difference. Payload positions are then plaintext stream
 positions and the window's edges are the plaintext counts at the marks (the window starts and ends between
 publications, when no record is half-way). A connection opened inside the window counts from the stream's
@@ -26,10 +26,10 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any, SupportsIndex
+from typing import Any
 
 from loadgen.h2frames import H2Tally
 from loadgen.headers import header_block
@@ -37,6 +37,7 @@ from loadgen.metrics import PayloadLedger
 from loadgen.wire import TCP_CLOSE, TcpInfo, WireCountersUnavailable, read_tcp_info
 
 MAX_HEADER_BYTES = 64 * 1024
+READ_BUFFER_BYTES = 1024 * 1024  # received but unread bytes beyond which reading pauses (request/response mode)
 GRACEFUL_CLOSE_WAIT_S = 0.05
 REUSE_RACE_S = 0.05  # a kept-alive request failing this fast met a close already under way
 
@@ -124,16 +125,6 @@ class _Mark:
     plain_up: int = 0
 
 
-class CountingReader(asyncio.StreamReader):
-    """A StreamReader that counts every byte the transport handed it (plaintext over TLS)."""
-
-    received_bytes = 0
-
-    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
-        self.received_bytes += len(data)  # type: ignore[arg-type]  # always bytes from a transport
-        super().feed_data(data)
-
-
 @dataclass
 class WindowBook:
     """A worker's view of the window: which connections are open, and what each carried inside it."""
@@ -169,6 +160,129 @@ class Response:
     keep_alive: bool
 
 
+Sink = Callable[[bytes | bytearray, int], int]
+
+
+class _Receiver(asyncio.Protocol):
+    """The asyncio side of a ``Connection``: received bytes in one buffer, one waiter, an optional sink.
+
+    Request/response exchanges (handshakes, polls) await ``Connection.read_*``, which wait here until enough
+    bytes are buffered. A stream (WebSocket frames, SSE records) instead installs a *sink*: every
+    ``data_received`` chunk goes straight to it, it consumes every whole message there is and returns how many
+    bytes it consumed; the rest waits in the buffer for the next chunk. No task switch, no timer, no await per
+    message. TLS changes nothing here: the transport hands over plaintext either way.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.exc: BaseException | None = None  # why the connection was lost (None: cleanly)
+        self.lost = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.read_paused = False
+        self.sink: Sink | None = None
+        self.sink_done: asyncio.Future[None] | None = None
+        self.consumed = 0  # bytes of the received stream consumed (by reads or the sink)
+        self.received = 0  # bytes the transport handed over (plaintext over TLS)
+        self.over_ssl = False
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.over_ssl = transport.get_extra_info("sslcontext") is not None
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        sink = self.sink
+        if sink is None:
+            self.buffer += data
+            if len(self.buffer) > READ_BUFFER_BYTES and not self.read_paused and self.transport is not None:
+                self.read_paused = True
+                self.transport.pause_reading()
+            self._wake()
+            return
+        try:
+            if self.buffer:
+                self.buffer += data
+                n = sink(self.buffer, self.consumed)
+                del self.buffer[:n]
+            else:
+                n = sink(data, self.consumed)
+                if n < len(data):
+                    self.buffer += data[n:] if n else data
+            self.consumed += n
+        except ClientError as exc:
+            self._end_sink(exc)
+        except Exception as exc:  # a message the sink cannot make sense of (bad JSON, bad deflate stream, ...)
+            self._end_sink(ClientError(ErrorKind.PROTOCOL, f"{type(exc).__name__}: {exc}"))
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        self._end_sink(ClientError(ErrorKind.DISCONNECT, "the server closed the connection"))
+        return not self.over_ssl  # keep our side open: Connection.close() sends our FIN (SSL cannot half-close)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        self.eof = True
+        self.exc = exc
+        self._wake()
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("connection lost"))
+        reason = f"connection lost: {exc}" if exc else "the server closed the connection"
+        self._end_sink(ClientError(ErrorKind.DISCONNECT, reason))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # for Connection
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _end_sink(self, exc: ClientError) -> None:
+        done = self.sink_done
+        if done is not None and not done.done():
+            self.sink = None
+            done.set_exception(exc)
+
+    def take(self, n: int) -> bytes:
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        self.consumed += n
+        if self.read_paused and len(self.buffer) <= READ_BUFFER_BYTES // 2 and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def wait_data(self) -> None:
+        if self.eof:
+            return
+        self.waiter = self.loop.create_future()
+        await self.waiter
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionResetError("connection lost")
+        if self.write_paused:
+            self.drain_waiter = self.loop.create_future()
+            await self.drain_waiter
+
+
 class Connection:
     """A TCP connection owned by one client; see the module docstring."""
 
@@ -177,26 +291,25 @@ class Connection:
         book: WindowBook,
         client: int,
         conn_seq: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        transport: asyncio.Transport,
+        protocol: _Receiver,
         timeout_s: float,
         handshake: tuple[int, int] = (0, 0),
     ) -> None:
         self.book = book
         self.client = client
         self.conn_seq = conn_seq
-        self.reader = reader
-        self.writer = writer
+        self.transport = transport
+        self._rx = protocol
         self.timeout_s: float | None = timeout_s  # per read or send; None for streams that may stay quiet
-        self.down_offset = 0  # bytes consumed from the received stream
         self.up_offset = 0  # bytes written to the sent stream
         self.ledger = PayloadLedger()
         self.opened_ns = time.time_ns()
         self.closed = False
         self.responses = 0  # complete responses read on this connection
-        transport_sock = writer.get_extra_info("socket")
+        transport_sock = transport.get_extra_info("socket")  # the TCP socket, also under TLS
         self._sock = socket.socket(fileno=os.dup(transport_sock.fileno()))
-        ssl_object = writer.get_extra_info("ssl_object")
+        ssl_object = transport.get_extra_info("ssl_object")
         self.tls = ssl_object is not None
         self.alpn = (ssl_object.selected_alpn_protocol() or "") if ssl_object is not None else ""
         self.h2_down: H2Tally | None = None  # set by an HTTP/2 session on this connection
@@ -227,12 +340,10 @@ class Connection:
     ) -> Connection:
         """Connect (and complete the TLS handshake when ``ssl_context`` is given)."""
         loop = asyncio.get_running_loop()
-        reader = CountingReader(limit=MAX_HEADER_BYTES * 16, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             async with asyncio.timeout(timeout_s):
-                transport, _ = await loop.create_connection(
-                    lambda: protocol,
+                transport, protocol = await loop.create_connection(
+                    lambda: _Receiver(loop),
                     host,
                     port,
                     ssl=ssl_context,
@@ -244,11 +355,15 @@ class Connection:
             raise ClientError(ErrorKind.CONNECT, f"TLS handshake with {host}:{port}: {exc}") from None
         except OSError as exc:
             raise ClientError(ErrorKind.CONNECT, f"connect to {host}:{port}: {exc.strerror or exc}") from None
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         handshake = (0, 0)
         if ssl_context is not None:
             handshake = await _handshake_bytes(transport.get_extra_info("socket"))
-        return cls(book, client, conn_seq, reader, writer, timeout_s, handshake)
+        return cls(book, client, conn_seq, transport, protocol, timeout_s, handshake)
+
+    @property
+    def down_offset(self) -> int:
+        """Bytes of the received stream consumed so far (the stream offset of the next byte read)."""
+        return self._rx.consumed
 
     # --- kernel counters ---------------------------------------------------------------------------
 
@@ -261,8 +376,7 @@ class Connection:
         self._timestamps = info.timestamps
         down, up = _offsets(info, own_fin)
         if self.tls:
-            assert isinstance(self.reader, CountingReader)
-            return _Mark(down, up, info.segs_in, info.segs_out, self.reader.received_bytes, self.up_offset)
+            return _Mark(down, up, info.segs_in, info.segs_out, self._rx.received, self.up_offset)
         return _Mark(down, up, info.segs_in, info.segs_out, down, up)
 
     def mark_start(self) -> None:
@@ -286,58 +400,93 @@ class Connection:
 
     # --- bytes -------------------------------------------------------------------------------------
 
-    async def _io(self, coro: asyncio.Future[bytes] | asyncio.Task[bytes] | object, what: str) -> bytes:
+    async def _wait(self, what: str) -> None:
+        """Wait for more received bytes (or the end of the stream), within the connection's timeout."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await coro  # type: ignore[misc]
+                await self._rx.wait_data()
         except TimeoutError:
             raise ClientError(ErrorKind.TIMEOUT, f"no {what} within {self.timeout_s}s") from None
-        except asyncio.IncompleteReadError as exc:
-            raise ClientError(ErrorKind.DISCONNECT, f"connection closed while reading {what}") from exc
-        except asyncio.LimitOverrunError:
-            raise ClientError(ErrorKind.PROTOCOL, f"{what} too long") from None
-        except (ConnectionError, OSError) as exc:
-            raise ClientError(ErrorKind.DISCONNECT, f"{what}: {exc}") from None
 
-    async def read_until(self, separator: bytes, what: str) -> tuple[int, bytes]:
-        data = await self._io(self.reader.readuntil(separator), what)
-        offset = self.down_offset
-        self.down_offset += len(data)
-        return offset, data
+    def _ended(self, what: str) -> ClientError:
+        exc = self._rx.exc
+        if exc is not None:
+            return ClientError(ErrorKind.DISCONNECT, f"{what}: {exc}")
+        return ClientError(ErrorKind.DISCONNECT, f"connection closed while reading {what}")
+
+    async def read_until(self, separator: bytes, what: str, limit: int = MAX_HEADER_BYTES) -> tuple[int, bytes]:
+        rx = self._rx
+        start = 0
+        while True:
+            at = rx.buffer.find(separator, start)
+            if at >= 0:
+                offset = rx.consumed
+                return offset, rx.take(at + len(separator))
+            if len(rx.buffer) > limit:
+                raise ClientError(ErrorKind.PROTOCOL, f"{what} too long")
+            if rx.eof:
+                raise self._ended(what)
+            start = max(0, len(rx.buffer) - len(separator) + 1)
+            await self._wait(what)
 
     async def read_exactly(self, n: int, what: str) -> tuple[int, bytes]:
-        data = await self._io(self.reader.readexactly(n), what)
-        offset = self.down_offset
-        self.down_offset += len(data)
-        return offset, data
+        rx = self._rx
+        while len(rx.buffer) < n:
+            if rx.eof:
+                raise self._ended(what)
+            await self._wait(what)
+        offset = rx.consumed
+        return offset, rx.take(n)
 
     async def read_some(self, what: str, limit: int = 65536, timeout_s: float | None = None) -> tuple[int, bytes]:
         """Up to ``limit`` bytes; b"" at end of stream. ``timeout_s`` replaces the connection's for this read."""
-        if timeout_s is not None:
-            saved, self.timeout_s = self.timeout_s, timeout_s
+        rx = self._rx
+        if not rx.buffer and not rx.eof:
+            saved = self.timeout_s
+            if timeout_s is not None:
+                self.timeout_s = timeout_s
             try:
-                data = await self._io(self.reader.read(limit), what)
+                await self._wait(what)
             finally:
                 self.timeout_s = saved
-        else:
-            data = await self._io(self.reader.read(limit), what)
-        offset = self.down_offset
-        self.down_offset += len(data)
-        return offset, data
+        offset = rx.consumed
+        return offset, rx.take(min(limit, len(rx.buffer)))
+
+    async def run_sink(self, sink: Sink) -> None:
+        """Hand every received byte to ``sink(data, offset)`` until the connection ends or the sink raises.
+
+        ``sink`` gets the unconsumed bytes and the stream offset of their first byte, consumes every whole
+        message it finds and returns how many bytes that was; it raises ClientError to end the stream. This
+        returns only by raising: the ClientError that ended it.
+        """
+        rx = self._rx
+        rx.sink_done = done = rx.loop.create_future()
+        try:
+            if rx.buffer:
+                n = sink(rx.buffer, rx.consumed)
+                rx.take(n)
+            if rx.eof:
+                raise self._ended("stream")
+            rx.sink = sink
+            await done
+        finally:
+            rx.sink = None
+            rx.sink_done = None
+        raise AssertionError("unreachable: the sink future only ends with an exception")
 
     def write(self, data: bytes, payload_spans: Sequence[tuple[int, int]] = ()) -> None:
         """Send ``data``; ``payload_spans`` are (start, length) of its payload bytes, relative to ``data``."""
-        if self.writer.is_closing():
+        if self.transport.is_closing() or self._rx.lost:
             raise ClientError(ErrorKind.DISCONNECT, "connection already closed")
         for start, length in payload_spans:
             self.ledger.add_up(self.up_offset + start, length)
         self.up_offset += len(data)
-        self.writer.write(data)
+        self.transport.write(data)
 
     async def drain(self) -> None:
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self.writer.drain()
+                await self._rx.drain()
         except TimeoutError:
             raise ClientError(ErrorKind.TIMEOUT, f"could not send within {self.timeout_s}s") from None
         except (ConnectionError, OSError) as exc:
@@ -446,11 +595,11 @@ class Connection:
 
     def peer_closed(self) -> bool:
         """The server has closed its side (its FIN arrived): the connection cannot carry another request."""
-        return self.reader.at_eof() or self._peer_closed()
+        return self._rx.eof or self._peer_closed()
 
     def reset_while_idle(self) -> bool:
         """The connection was reset (not closed) while no request was in flight: a fault, not keep-alive expiry."""
-        return isinstance(self.reader.exception(), ConnectionError)
+        return isinstance(self._rx.exc, ConnectionError)
 
     def _peer_closed(self) -> bool:
         try:
@@ -490,9 +639,9 @@ class Connection:
             )
         with contextlib.suppress(Exception):
             if abort:
-                self.writer.transport.abort()
+                self.transport.abort()
             else:
-                self.writer.close()
+                self.transport.close()
         with contextlib.suppress(OSError):
             self._sock.close()
 

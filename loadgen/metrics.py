@@ -10,6 +10,8 @@ import base64
 import itertools
 import math
 import random
+from array import array
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -138,10 +140,16 @@ def latency_us(received_ns: int, intended_ns: int) -> int:
 
 
 class LatencyRecorder:
-    """One worker's latencies: an HDR histogram plus the exact count, sum and max."""
+    """One worker's latencies: an HDR histogram plus the exact count, sum and max.
+
+    ``record`` only appends the latency in µs to an array; the histogram takes them in one pass, each distinct
+    value once with its count, when it is read (``histogram``): the same histogram, a fraction of the CPU per
+    message (hdrh records in pure Python).
+    """
 
     def __init__(self) -> None:
-        self.histogram = new_histogram()
+        self._histogram = new_histogram()
+        self._pending = array("q")
         self.count = 0
         self.sum_ns = 0
         self.max_ns = 0
@@ -151,10 +159,21 @@ class LatencyRecorder:
         delta = received_ns - intended_ns
         if not NS_PER_US <= delta <= HDR_HIGHEST_US * NS_PER_US:
             self.out_of_range += 1
-        self.histogram.record_value(latency_us(received_ns, intended_ns))
+            self._pending.append(latency_us(received_ns, intended_ns))
+        else:
+            self._pending.append(delta // NS_PER_US)
         self.count += 1
         self.sum_ns += delta
-        self.max_ns = max(self.max_ns, delta)
+        if delta > self.max_ns:
+            self.max_ns = delta
+
+    @property
+    def histogram(self) -> HdrHistogram:
+        if self._pending:
+            for value, n in Counter(self._pending).items():
+                self._histogram.record_value(value, n)
+            self._pending = array("q")
+        return self._histogram
 
     def encode(self) -> str:
         return encode_histogram(self.histogram)

@@ -9,6 +9,8 @@ from loadgen.client import ClientContext, ClientState, event_fields, stale_resum
 from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.headers import header_block
 
+MAX_CHUNK_LINE_BYTES = 1024
+
 
 @dataclass(frozen=True)
 class SseEvent:
@@ -34,6 +36,14 @@ class SseParser:
         self.comments = 0
 
     def feed(self, chunk: bytes, offset: int) -> list[SseEvent]:
+        if not self._line and self._data is None and chunk.startswith(b"id: ") and chunk.endswith(b"\n\n"):
+            # The common case, one whole ``id: N`` + ``data: ...`` record (what pushbench's server writes as one
+            # chunk): two finds instead of the line loop. Anything else takes the general path below.
+            nl = chunk.find(b"\n", 4)
+            at = nl + 7
+            if chunk.startswith(b"data: ", nl + 1) and chunk.find(b"\n", at) == len(chunk) - 2 and b"\r" not in chunk:
+                self._id = chunk[4:nl].decode("utf-8", "replace")
+                return [SseEvent(self._id, chunk[at:-2], offset + at)]
         events: list[SseEvent] = []
         pos = 0
         while True:
@@ -96,19 +106,56 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
     if "chunked" not in resp_headers.get("transfer-encoding", "").lower():
         raise ClientError(ErrorKind.PROTOCOL, "SSE response is not chunked")
     client.ready()
-    parser = SseParser()
     # Heartbeats arrive every sse_heartbeat_s at most, so silence is not an error: wait until stopped.
     conn.timeout_s = None
-    while True:
-        offset, data = await conn.read_chunk()
-        if not data:
-            raise ClientError(ErrorKind.DISCONNECT, "SSE stream ended")
+    await conn.run_sink(ChunkedSseSink(ctx, client, conn))
+
+
+class ChunkedSseSink:
+    """The SSE receive path (a ``Connection`` sink): every whole HTTP chunk of each received chunk of bytes is
+    de-chunked and parsed where it lies; each event is delivered with its data placed in the TCP stream."""
+
+    def __init__(self, ctx: ClientContext, client: ClientState, conn: Connection) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.conn = conn
+        self.parser = SseParser()
+
+    def __call__(self, data: bytes | bytearray, offset: int) -> int:
         received_ns = time.time_ns()
-        for event in parser.feed(data, offset):
-            seq, ts = event_fields(event.data)
-            conn.add_down_payload(event.data_offset, len(event.data))
-            ctx.deliver(client, seq, ts, received_ns)
-            client.cursor = seq
+        pos = 0
+        while (chunk := split_chunk(data, pos)) is not None:
+            start, stop = chunk
+            if start == stop:
+                raise ClientError(ErrorKind.DISCONNECT, "SSE stream ended")
+            for event in self.parser.feed(bytes(data[start:stop]), offset + start):
+                seq, ts = event_fields(event.data)
+                self.conn.add_down_payload(event.data_offset, len(event.data))
+                self.ctx.deliver(self.client, seq, ts, received_ns)
+                self.client.cursor = seq
+            pos = stop + 2
+        return pos
+
+
+def split_chunk(data: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """(start, end) of the data of the HTTP/1.1 chunk at ``data[pos]`` (start == end: the last chunk); None while
+    the chunk and its CRLF are not wholly in ``data`` (RFC 9112 §7.1; no trailers expected after the last)."""
+    nl = data.find(b"\r\n", pos)
+    if nl < 0:
+        if len(data) - pos > MAX_CHUNK_LINE_BYTES:
+            raise ClientError(ErrorKind.PROTOCOL, "chunk size line too long")
+        return None
+    try:
+        size = int(bytes(data[pos:nl]).split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise ClientError(ErrorKind.PROTOCOL, f"bad chunk size line {bytes(data[pos:nl])[:40]!r}") from None
+    start = nl + 2
+    stop = start + size
+    if stop + 2 > len(data):
+        return None
+    if data[stop : stop + 2] != b"\r\n":
+        raise ClientError(ErrorKind.PROTOCOL, "chunk not followed by CRLF")
+    return start, stop
 
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:

@@ -73,22 +73,34 @@ def parse_frame_head(two: bytes) -> FrameHead:
     return FrameHead(bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, bool(b1 & 0x80), b1 & 0x7F)
 
 
-async def read_frame(conn: Connection) -> tuple[FrameHead, int, bytes]:
-    """(head, stream offset of the payload, payload) of the next frame from the server."""
-    _, two = await conn.read_exactly(2, "frame header")
-    head = parse_frame_head(two)
-    length = head.length_code
+def split_frame(data: bytes | bytearray, pos: int) -> tuple[int, int, int, bytes] | None:
+    """The frame starting at ``data[pos]``: (first header byte, payload start, payload end, mask key or b"");
+    None while the frame is not wholly in ``data`` (RFC 6455 §5.2)."""
+    end = len(data)
+    if end - pos < 2:
+        return None
+    b1 = data[pos + 1]
+    length = b1 & 0x7F
+    start = pos + 2
     if length == 126:
-        _, ext = await conn.read_exactly(2, "frame length")
-        length = struct.unpack("!H", ext)[0]
+        if end - start < 2:
+            return None
+        length = (data[start] << 8) | data[start + 1]
+        start += 2
     elif length == 127:
-        _, ext = await conn.read_exactly(8, "frame length")
-        length = struct.unpack("!Q", ext)[0]
+        if end - start < 8:
+            return None
+        length = int.from_bytes(data[start : start + 8], "big")
+        start += 8
     key = b""
-    if head.masked:
-        _, key = await conn.read_exactly(4, "mask key")
-    offset, payload = await conn.read_exactly(length, "frame payload") if length else (conn.down_offset, b"")
-    return head, offset, (mask(payload, key) if head.masked else payload)
+    if b1 & 0x80:
+        if end - start < 4:
+            return None
+        key = bytes(data[start : start + 4])
+        start += 4
+    if start + length > end:
+        return None
+    return data[pos], start, start + length, key
 
 
 def send_frame(conn: Connection, opcode: int, payload: bytes, is_payload: bool = False) -> None:
@@ -118,36 +130,56 @@ async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, t
     return "permessage-deflate" in resp.get("sec-websocket-extensions", "")
 
 
+class FrameSink:
+    """A WebSocket's receive path (a ``Connection`` sink): every whole frame of each received chunk is parsed
+    where it lies, text frames are delivered, pings answered; a close frame or a protocol error ends it."""
+
+    def __init__(self, ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.conn = conn
+        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
+        self.feed = feed
+
+    def __call__(self, data: bytes | bytearray, offset: int) -> int:
+        received_ns = time.time_ns()
+        pos = 0
+        while (frame := split_frame(data, pos)) is not None:
+            b0, start, end, key = frame
+            payload = bytes(data[start:end]) if not key else mask(bytes(data[start:end]), key)
+            opcode = b0 & 0x0F
+            if opcode == OP_TEXT:
+                if not b0 & 0x80:
+                    raise ClientError(ErrorKind.PROTOCOL, "fragmented message (pushbench's server never fragments)")
+                if b0 & 0x40:
+                    if self.inflater is None:
+                        raise ClientError(ErrorKind.PROTOCOL, "compressed frame without permessage-deflate")
+                    message = self.inflater.decompress(payload + DEFLATE_TAIL)
+                    self.conn.add_down_payload(offset + start, end - start, payload_bytes=len(message))
+                else:
+                    message = payload
+                    self.conn.add_down_payload(offset + start, end - start)
+                seq, ts = event_fields(message)
+                self.ctx.deliver(self.client, seq, ts, received_ns)
+                if self.feed:
+                    self.client.cursor = seq
+            elif opcode == OP_PING:
+                send_frame(self.conn, OP_PONG, payload)
+            elif opcode == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                with contextlib.suppress(ClientError):
+                    send_frame(self.conn, OP_CLOSE, payload[:2])
+                raise ClientError(ErrorKind.DISCONNECT, f"server closed the WebSocket with {code}")
+            elif opcode != OP_PONG:
+                raise ClientError(ErrorKind.PROTOCOL, f"unexpected opcode {opcode}")
+            pos = end
+        return pos
+
+
 async def receive(ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
     """Deliver text frames until the connection ends (a ClientError says why)."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
     conn.timeout_s = None  # a quiet feed is not an error; the cell's stop ends the wait
-    while True:
-        head, offset, payload = await read_frame(conn)
-        received_ns = time.time_ns()
-        if head.opcode == OP_TEXT:
-            if not head.fin:
-                raise ClientError(ErrorKind.PROTOCOL, "fragmented message (pushbench's server never fragments)")
-            message = payload
-            if head.rsv1:
-                if inflater is None:
-                    raise ClientError(ErrorKind.PROTOCOL, "compressed frame without permessage-deflate")
-                message = inflater.decompress(payload + DEFLATE_TAIL)
-            seq, ts = event_fields(message)
-            conn.add_down_payload(offset, len(payload), payload_bytes=len(message))
-            ctx.deliver(client, seq, ts, received_ns)
-            if feed:
-                client.cursor = seq
-        elif head.opcode == OP_PING:
-            send_frame(conn, OP_PONG, payload)
-        elif head.opcode == OP_CLOSE:
-            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-            with contextlib.suppress(ClientError):
-                send_frame(conn, OP_CLOSE, payload[:2])
-                await conn.drain()
-            raise ClientError(ErrorKind.DISCONNECT, f"server closed the WebSocket with {code}")
-        elif head.opcode != OP_PONG:
-            raise ClientError(ErrorKind.PROTOCOL, f"unexpected opcode {head.opcode}")
+    await conn.run_sink(FrameSink(ctx, client, conn, deflate, feed))
 
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:

@@ -19,6 +19,7 @@ from loadgen.metrics import (
     backoff_s,
     cpu_percent,
     due_index_range,
+    encode_histogram,
     latency_us,
     merge_histograms,
     new_histogram,
@@ -127,6 +128,18 @@ def test_latency_recorder_exact_mean_and_hdr_percentiles() -> None:
     assert summary.p99_ms == pytest.approx(100.0, rel=1e-3)
     rec.record(0, 5 * MS)
     assert rec.out_of_range == 1
+
+
+def test_latency_recorder_batches_into_the_same_histogram() -> None:
+    values = [5, 5, 17, 1_000, 5, 60_000_000, 123_456]
+    rec, direct = LatencyRecorder(), new_histogram()
+    for i, us in enumerate(values):
+        rec.record(us * 1000, 0)
+        direct.record_value(us)
+        if i == 3:
+            assert rec.histogram.get_total_count() == 4  # reading flushes what was recorded so far
+    assert rec.histogram.get_total_count() == len(values) == rec.count
+    assert rec.encode() == encode_histogram(direct)
 
 
 def test_histograms_merge_losslessly() -> None:

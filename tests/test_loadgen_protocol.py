@@ -21,8 +21,8 @@ from loadgen.headers import (
 )
 from loadgen.poll import parse_poll_body
 from loadgen.runner import server_args, toml_value
-from loadgen.sse import SseParser
-from loadgen.ws import accept_value, encode_frame, mask, parse_frame_head
+from loadgen.sse import SseParser, split_chunk
+from loadgen.ws import accept_value, encode_frame, mask, parse_frame_head, split_frame
 from pushbench.config import LoadConfig, default_config, expand_cells
 
 BROWSER_FIXTURE = {
@@ -159,6 +159,56 @@ def test_sse_parser_across_chunks_with_offsets() -> None:
         start = event.data_offset - 100
         assert stream[start : start + len(event.data)] == event.data
     assert parser.comments == 1
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"id: 7\ndata: {}\n\n",  # one whole record (the fast path)
+        b"id: 7\r\ndata: {}\r\n\r\n",  # CRLF line ends: the general path
+        b"id: 7\ndata:{}\n\n",  # no space after the colon
+        b"id: 7\ndata: {}\n\nid: 8\ndata: {}\n\n",  # two records in one chunk
+    ],
+)
+def test_sse_parser_one_chunk_same_as_byte_by_byte(stream: bytes) -> None:
+    whole = SseParser().feed(stream, 40)
+    parser = SseParser()
+    pieces = [e for i in range(len(stream)) for e in parser.feed(stream[i : i + 1], 40 + i)]
+    assert whole == pieces and whole[0].event_id == "7" and whole[0].data == b"{}"
+    assert stream[whole[0].data_offset - 40 :].startswith(b"{}")
+
+
+def test_split_chunk_whole_partial_last_and_bad() -> None:
+    data = b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\n\r\n"
+    assert split_chunk(data, 0) == (3, 8)
+    assert split_chunk(data, 10) == (19, 22)
+    assert split_chunk(data, 24) == (27, 27)  # the last chunk
+    for cut in range(1, 10):
+        assert split_chunk(data[:cut], 0) is None  # not wholly received yet
+    with pytest.raises(ClientError, match="chunk size"):
+        split_chunk(b"zz\r\n", 0)
+    with pytest.raises(ClientError, match="CRLF"):
+        split_chunk(b"2\r\nabXY", 0)
+
+
+@pytest.mark.parametrize("length", [0, 5, 125, 126, 65535, 65536])
+def test_split_frame_finds_payload_bounds(length: int) -> None:
+    payload = bytes(range(256)) * (length // 256) + bytes(range(length % 256))
+    frame, at = encode_frame(0x1, payload, None)
+    data = b"\x8a\x00" + frame + b"\x81"  # a pong before it, a first byte of the next frame after
+    assert split_frame(data, 0) == (0x8A, 2, 2, b"")
+    b0, start, end, key = split_frame(data, 2) or (0, 0, 0, b"")
+    assert (b0, start - 2, key) == (0x81, at, b"") and data[start:end] == payload
+    assert split_frame(data, len(data) - 1) is None
+    for cut in (3, 2 + at - 1, len(data) - 2):
+        if cut < 2 + len(frame):
+            assert split_frame(data[:cut], 2) is None
+
+
+def test_split_frame_masked() -> None:
+    frame, at = encode_frame(0x1, b"hello", b"\x01\x02\x03\x04")
+    _, start, end, key = split_frame(frame, 0) or (0, 0, 0, b"")
+    assert key == b"\x01\x02\x03\x04" and start == at and mask(frame[start:end], key) == b"hello"
 
 
 def test_ws_accept_value_rfc6455_example() -> None:

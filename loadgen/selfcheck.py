@@ -1,0 +1,388 @@
+"""``python -m loadgen.selfcheck`` (``make bench-client``): pushbench's client against well-known clients.
+
+A self-check of the instrument: on one pushbench server, one client at a time, each client's process CPU is
+read (``psutil``, user + system) at the start and end of a window while the server's ``/stats`` counts what
+it served in that window (WebSocket/SSE deliveries, poll requests). CPU per message or request is their
+quotient, the same rule for every client, so the ratios printed at the end compare like with like:
+
+- push receive: pushbench's WebSocket and SSE clients vs Node's ``ws`` (npm) and python ``websockets``, all
+  parsing each event's JSON, ``clients`` connections and ``rate_hz`` events per second each;
+- polling: pushbench's short-poll client vs ``autocannon`` (npm) at the same fixed request rate and ``wrk``
+  (Debian; closed loop, as fast as the server answers), all on ``GET /poll``.
+
+The npm peers live in ``.peers/node_modules`` (``make bench-client`` installs them there, never globally);
+a peer that is not installed is reported as missing, not skipped silently. The figures are written to
+``results/<UTC time>-bench-client.json`` (a new file each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from loadgen.client import Plan
+from loadgen.headers import make_profile
+from loadgen.runner import ROOT, SERVER_START_TIMEOUT_S, ServerProcess
+from pushbench.config import LoadConfig
+
+NS_PER_S = 1_000_000_000
+PEERS_DIR = ROOT / ".peers" / "node_modules"
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One client's cost over one window: CPU seconds of its process and the operations the server counted."""
+
+    test: str  # "ws", "sse", "poll"
+    client: str
+    cpu_s: float
+    ops: int
+    wall_s: float
+    note: str = ""
+
+    @property
+    def us_per_op(self) -> float:
+        return us_per_op(self.cpu_s, self.ops)
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def us_per_op(cpu_s: float, ops: int) -> float:
+    """CPU microseconds per operation; NaN when nothing was counted."""
+    return cpu_s * 1e6 / ops if ops > 0 else float("nan")
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``; NaN when the denominator is not a positive number."""
+    return numerator / denominator if denominator > 0 else float("nan")
+
+
+# --- the server and the measured window ----------------------------------------------------------------------
+
+
+def start_server(rate_hz: float, payload_bytes: int) -> ServerProcess:
+    """A pushbench server on 127.0.0.1 port 0 with the feed this benchmark needs (history large enough to
+    resume, heartbeats off so only events are counted)."""
+    sets = {
+        "feed.rate_hz": rate_hz,
+        "feed.payload_bytes": payload_bytes,
+        "feed.history": 100_000,
+        "server.sse_heartbeat_s": 0,
+        "server.ws_heartbeat_s": 0,
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pushbench-selfcheck-server-{os.getpid()}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "servers", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode(errors="replace").strip()
+    if not line.startswith("serving http://"):
+        proc.kill()
+        proc.wait()
+        raise SystemExit(f"selfcheck: server did not start: {log_path.read_text(errors='replace')[-300:]}")
+    host, port = line.removeprefix("serving http://").rsplit(":", 1)
+    server = ServerProcess(proc, host, int(port), log_path)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while server.stats() is None:
+        if time.monotonic() > deadline:
+            server.stop()
+            raise SystemExit("selfcheck: server does not answer /stats")
+        time.sleep(0.05)
+    return server
+
+
+Counter = Callable[[dict[str, Any]], int]
+
+
+def measure(
+    server: ServerProcess,
+    test: str,
+    client: str,
+    argv: list[str],
+    count: Counter,
+    ready: Counter,
+    ready_at: int,
+    warmup_s: float,
+    window_s: float,
+    env: dict[str, str] | None = None,
+) -> Sample:
+    """Start ``argv``, wait until ``ready(stats) >= ready_at`` and ``warmup_s``, then measure one window."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ps = psutil.Process(proc.pid)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (stats := server.stats()) is None or ready(stats) < ready_at:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode(errors="replace")[-300:] if proc.stderr else ""
+                raise RuntimeError(f"{client} did not get going (exit {proc.poll()}): {err.strip()}")
+            time.sleep(0.05)
+        time.sleep(warmup_s)
+        stats0 = server.stats() or {}
+        cpu0, wall0 = sum(ps.cpu_times()[:2]), time.monotonic()
+        time.sleep(window_s)
+        cpu1, wall1 = sum(ps.cpu_times()[:2]), time.monotonic()
+        stats1 = server.stats() or {}
+        drops = stats1.get("slow_client_drops", 0) - stats0.get("slow_client_drops", 0)
+        note = f"{drops} slow-client drops: the client did not keep up" if drops else ""
+        return Sample(test, client, cpu1 - cpu0, count(stats1) - count(stats0), wall1 - wall0, note)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _deliveries(transport: str) -> Counter:
+    return lambda stats: int(stats["deliveries"][transport])
+
+
+def _opened(transport: str) -> Counter:
+    return lambda stats: int(stats["requests"].get(transport, 0))
+
+
+# --- the clients under test ----------------------------------------------------------------------------------
+
+
+def pushbench_argv(
+    transport: str, server: ServerProcess, clients: int, seconds: float, poll_interval_s: float
+) -> list[str]:
+    return [
+        sys.executable, "-m", "loadgen.selfcheck", "--run-pushbench", transport, server.host, str(server.port),
+        str(clients), str(seconds), str(poll_interval_s),
+    ]  # fmt: skip
+
+
+async def run_pushbench(transport: str, host: str, port: int, clients: int, seconds: float, interval: float) -> None:
+    """pushbench's own clients (one worker, as in a cell) with a window spanning the whole run."""
+    from loadgen.worker import run_worker
+
+    now = time.time_ns()
+    latest = json.loads(await _http_get(host, port, "/stats"))["latest_seq"]
+    plan = Plan(
+        host=host, port=port, transport=transport, scenario="feed", clients=clients, poll_interval_s=interval,
+        send_interval_s=1.0, longpoll_timeout_s=30.0, payload_bytes=100, seed=1, ws_compress=False, ramp_up_s=0.2,
+        profile=make_profile(LoadConfig(header_profile="minimal")), anchor_ns=now, window_start_ns=now + NS_PER_S // 2,
+        window_end_ns=now + int(seconds * NS_PER_S), stop_ns=now + int(seconds * NS_PER_S),
+        seq_first=latest + 1, seq_last=latest + 1 + int(seconds * 10_000),
+    )  # fmt: skip
+    await run_worker(0, list(range(clients)), plan, "uvloop")
+
+
+async def _http_get(host: str, port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+async def run_websockets(url: str, clients: int) -> None:
+    """python ``websockets``: ``clients`` connections, each message parsed as JSON."""
+    from websockets.asyncio.client import connect
+
+    async def one() -> None:
+        async with connect(url, compression=None, max_size=None) as ws:
+            async for message in ws:
+                json.loads(message)
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    tasks = [asyncio.create_task(one()) for _ in range(clients)]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+
+
+def node_env() -> dict[str, str]:
+    return {**os.environ, "NODE_PATH": str(PEERS_DIR)}
+
+
+def missing_peers() -> list[str]:
+    """What is not installed (``make bench-client`` installs all of it)."""
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node (apt-get install nodejs npm)")
+    for package in ("ws", "autocannon"):
+        if not (PEERS_DIR / package / "package.json").exists():
+            missing.append(f"{package} (npm install --prefix .peers {package})")
+    if shutil.which("wrk") is None:
+        missing.append("wrk (apt-get install wrk)")
+    return missing
+
+
+# --- the benchmark -------------------------------------------------------------------------------------------
+
+
+def push_samples(args: argparse.Namespace, missing: list[str]) -> list[Sample]:
+    server = start_server(args.rate_hz, args.payload_bytes)
+    try:
+        ws_url = f"ws://{server.host}:{server.port}/ws"
+        total = args.warmup_s + args.window_s + 5
+        n = args.clients
+        common = dict(warmup_s=args.warmup_s, window_s=args.window_s)
+        runs: list[tuple[str, str, list[str], dict[str, str] | None]] = [
+            ("ws", "pushbench", pushbench_argv("ws", server, n, total, 1.0), None),
+            ("sse", "pushbench", pushbench_argv("sse", server, n, total, 1.0), None),
+            ("ws", "python websockets", [sys.executable, "-m", "loadgen.selfcheck", "--run-websockets", ws_url, str(n)], None),
+        ]  # fmt: skip
+        if not any(m.startswith(("node", "ws ")) for m in missing):
+            cjs = str(Path(__file__).parent / "peers" / "ws_client.cjs")
+            runs.append(("ws", "node ws", ["node", cjs, ws_url, str(n)], node_env()))
+        samples = []
+        for test, client, argv, env in runs:
+            opened = _opened(test)(server.stats() or {})
+            samples.append(
+                measure(server, test, client, argv, _deliveries(test), _opened(test), opened + n, env=env, **common)
+            )
+            print(f"  {test:5} {client:18} {samples[-1].us_per_op:8.1f} µs CPU per message", file=sys.stderr)
+        return samples
+    finally:
+        server.stop()
+
+
+def poll_samples(args: argparse.Namespace, missing: list[str]) -> list[Sample]:
+    server = start_server(1.0, args.payload_bytes)  # one event per second: nearly every answer is empty
+    try:
+        url = f"http://{server.host}:{server.port}/poll"
+        n, rate = args.poll_clients, args.poll_clients * args.polls_per_s
+        seconds = args.warmup_s + args.window_s + 5
+        runs: list[tuple[str, list[str], dict[str, str] | None]] = [
+            ("pushbench", pushbench_argv("poll", server, n, seconds, 1.0 / args.polls_per_s), None)
+        ]
+        if not any(m.startswith(("node", "autocannon")) for m in missing):
+            autocannon = str(PEERS_DIR / "autocannon" / "autocannon.js")
+            argv = ["node", autocannon, "-c", str(n), "-R", str(rate), "-d", str(int(seconds)), url]
+            runs.append((f"autocannon -R {rate}", argv, node_env()))
+        if shutil.which("wrk"):
+            runs.append(("wrk (closed loop)", ["wrk", "-t1", f"-c{n}", f"-d{int(seconds)}s", url], None))
+        samples = []
+        for client, argv, env in runs:
+            before = _opened("poll")(server.stats() or {})
+            samples.append(
+                measure(
+                    server,
+                    "poll",
+                    client,
+                    argv,
+                    _opened("poll"),
+                    _opened("poll"),
+                    before + n,
+                    warmup_s=args.warmup_s,
+                    window_s=args.window_s,
+                    env=env,
+                )
+            )
+            print(f"  poll  {client:18} {samples[-1].us_per_op:8.1f} µs CPU per request", file=sys.stderr)
+        return samples
+    finally:
+        server.stop()
+
+
+def ratios(samples: list[Sample]) -> list[tuple[str, float]]:
+    """pushbench's CPU per operation over each peer's, per test (< 1: pushbench is leaner)."""
+    out = []
+    for test in ("ws", "sse", "poll"):
+        ours = [s for s in samples if s.test == test and s.client == "pushbench"]
+        if not ours:
+            continue
+        for peer in samples:
+            if peer.client != "pushbench" and peer.test in (test, "ws" if test == "sse" else test):
+                out.append((f"pushbench {test} / {peer.client} {peer.test}", ratio(ours[0].us_per_op, peer.us_per_op)))
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m loadgen.selfcheck", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=100, help="push connections per client (default 100)")
+    p.add_argument("--rate-hz", type=float, default=100.0, help="events per second on each (default 100)")
+    p.add_argument("--payload-bytes", type=int, default=100)
+    p.add_argument("--poll-clients", type=int, default=20)
+    p.add_argument("--polls-per-s", type=float, default=100.0, help="per poll client (default 100)")
+    p.add_argument("--warmup-s", type=float, default=2.0)
+    p.add_argument("--window-s", type=float, default=5.0)
+    p.add_argument("--only", choices=("push", "poll"), help="run one half")
+    p.add_argument("--out", default="results", help="folder for the JSON record (default results)")
+    p.add_argument("--run-pushbench", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--run-websockets", nargs=2, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _run_child(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.run_pushbench:
+        transport, host, port, n, seconds, interval = args.run_pushbench
+        _run_child(run_pushbench(transport, host, int(port), int(n), float(seconds), float(interval)))
+        return 0
+    if args.run_websockets:
+        with contextlib.suppress(KeyboardInterrupt):
+            _run_child(run_websockets(args.run_websockets[0], int(args.run_websockets[1])))
+        return 0
+    missing = missing_peers()
+    for m in missing:
+        print(f"selfcheck: missing {m}: its row is left out", file=sys.stderr)
+    random.seed(0)
+    samples: list[Sample] = []
+    if args.only in (None, "push"):
+        print(f"push receive: {args.clients} clients x {args.rate_hz:g} events/s", file=sys.stderr)
+        samples += push_samples(args, missing)
+    if args.only in (None, "poll"):
+        print(f"polling: {args.poll_clients} clients x {args.polls_per_s:g} polls/s", file=sys.stderr)
+        samples += poll_samples(args, missing)
+    print(f"\n{'test':5} {'client':22} {'µs CPU/op':>10} {'ops/s':>9} {'CPU %':>6}")
+    for s in samples:
+        print(
+            f"{s.test:5} {s.client:22} {s.us_per_op:10.1f} {s.ops_per_s:9.0f} {100 * s.cpu_s / s.wall_s:6.1f} {s.note}"
+        )
+    print()
+    for name, value in ratios(samples):
+        print(f"{name:55} {value:6.2f}")
+    record = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("run_")},
+        "samples": [{**asdict(s), "us_per_op": s.us_per_op} for s in samples],
+        "ratios": dict(ratios(samples)),
+        "missing": missing,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-bench-client.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=float))
+    tmp.rename(path)
+    print(f"\nwritten {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
