@@ -238,7 +238,7 @@ def header_overhead(a: Analysis) -> Figure:
                     panels.append(key)
     ncols = max(1, min(3, len(panels)))
     nrows = max(1, math.ceil(len(panels) / ncols))
-    fig = Figure(figsize=(4.2 * ncols + 0.5, 3.4 * nrows + 1.2), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 4.2 * ncols + 0.5), 3.4 * nrows + 1.2), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= len(panels):
@@ -292,7 +292,8 @@ def header_overhead(a: Analysis) -> Figure:
     transport_handles = (
         [Patch(color=tt.colour(t), label=tt.label(t)) for t in transports_in(data, tt)] if not data.empty else []
     )
-    fig.legend(handles=layer_handles + transport_handles, loc="outside lower center", ncol=7)
+    # As many legend columns as the figure is wide for (three per panel), or the legend is cut at its sides.
+    fig.legend(handles=layer_handles + transport_handles, loc="outside lower center", ncol=min(7, 3 * ncols))
     fig.suptitle(
         "Bytes on the wire per delivered event (↓ server→client, ↑ client→server)\n"
         f"{describe(a.base, ('payload_bytes', 'header_profile'))}"
