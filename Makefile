@@ -7,18 +7,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
-.PHONY: setup test test-slow test-stacks haproxy bench quick lint format clean chromium test-browser browser-profile conformance check-server test-distributed bench-client
+.PHONY: setup test test-slow test-stacks test-network haproxy bench bench-network quick lint format clean chromium \
+	test-browser browser-profile conformance check-server test-distributed bench-client
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
-
-setup: $(STAMP) haproxy
-
-test: $(STAMP) haproxy
-	$(PY) -m pytest -m "not slow and not browser and not conformance and not stacks and not distributed" -q
 
 # Every transport over every TLS stack through the real HAProxy (about a minute on 2 cores).
 test-stacks: $(STAMP) haproxy
@@ -29,6 +25,29 @@ HAPROXY ?= /usr/sbin/haproxy
 haproxy:
 	@test -x $(HAPROXY) || apt-get install -y haproxy || (apt-get update && apt-get install -y haproxy) \
 		|| echo "warning: HAProxy could not be installed; the TLS stacks (h1-tls, h2-tls) will not run"
+
+# The emulated network path ([network] in a config, root only): iproute2 and iptables, and for kernels without
+# sch_netem the delay line's NFQUEUE binding (netfilterqueue, built against Debian's libnetfilter-queue-dev).
+NETWORK_STAMP := $(VENV)/.network-installed
+NETWORK_APT := iproute2 iptables libnetfilter-queue-dev gcc
+
+$(NETWORK_STAMP): $(STAMP) pyproject.toml
+	@{ command -v ip && command -v tc && command -v iptables && command -v gcc \
+		&& dpkg -s libnetfilter-queue-dev; } >/dev/null 2>&1 \
+		|| DEBIAN_FRONTEND=noninteractive apt-get install -y $(NETWORK_APT) \
+		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(NETWORK_APT)) \
+		|| echo "warning: could not install $(NETWORK_APT); network cells and tests need them"
+	$(PY) -m pip install --quiet -e '.[network]' && touch $(NETWORK_STAMP) \
+		|| echo "warning: netfilterqueue could not be installed; rtt_ms/loss_pct cells will refuse to start"
+
+setup: $(STAMP) haproxy $(NETWORK_STAMP)
+
+test: $(STAMP) haproxy $(NETWORK_STAMP)
+	$(PY) -m pytest -m "not slow and not browser and not conformance and not stacks and not distributed and not network" -q
+
+# Cells over an emulated path between two network namespaces (root): about a minute on 2 cores.
+test-network: $(STAMP) $(NETWORK_STAMP)
+	$(PY) -m pytest -m network -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
@@ -72,6 +91,11 @@ check-server: $(STAMP)
 
 bench: $(STAMP) haproxy
 	$(PY) -m loadgen --config $(CONFIG)
+	$(PY) -m analysis results/latest
+
+# Every transport over an emulated network path (root): configs/network.toml and its report, about 6 minutes.
+bench-network: $(STAMP) haproxy $(NETWORK_STAMP)
+	$(PY) -m loadgen --config configs/network.toml
 	$(PY) -m analysis results/latest
 
 quick: $(STAMP) haproxy

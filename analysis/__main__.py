@@ -80,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from analysis.charts import CHARTS
+    from analysis.network import has_network, network_chart
     from analysis.output import publish, render_figure
     from analysis.report import render
 
     rendered = {name: render_figure(make(analysis)) for name, make in CHARTS.items()}
+    if has_network(analysis):
+        rendered["network"] = render_figure(network_chart(analysis))
     html = render(analysis, rendered)
     path = publish(analysis.run.path, rendered, html)
     print(path)

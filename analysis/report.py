@@ -24,11 +24,13 @@ from analysis.fmt import fmt
 from analysis.glance import REFERENCE_TRANSPORT, GlanceRow, glance_rows
 from analysis.metrics import HEADLINES, records
 from analysis.model import Analysis
+from analysis.network import CAPTION as NETWORK_CAPTION
 from analysis.results import SUMMARY_COLUMNS
 from analysis.verdicts import Verdict, describe_cell, verdicts, warnings
 
 # How to read each chart: shown under it in the report (and repeated in the README).
 CAPTIONS = {
+    "network": NETWORK_CAPTION,
     "header_overhead": (
         "Bytes on the wire per delivered event. Each pair of bars is one transport: ↓ what the server sent, ↑ what "
         "the client sent. Solid: the event payload itself; hatched: HTTP request/response lines and headers, JSON or "
@@ -69,6 +71,7 @@ TITLES = {
     "connections": "4. Connections",
     "server_cost": "5. Server cost",
     "scaling": "6. Scaling",
+    "network": "7. Network: latency against round-trip time and bandwidth",
 }
 
 CSS = """

@@ -15,10 +15,12 @@ from rich.table import Table
 
 from loadgen.executors import Executor, ExecutorUnavailable, make_executor
 from loadgen.headers import HeaderProfile, ProfileError, header_block_bytes, make_profile
+from loadgen.netpath import path_requirements
 from loadgen.proxy import ProxyUnavailable, find_haproxy
 from loadgen.results import CellSummary, OutputError, RunFolder, summarize, write_run
 from loadgen.runner import cell_seconds, log_dir, run_cell
 from loadgen.tls import CertificateError, CertStore
+from pushbench import netns
 from pushbench.config import Cell, Config, ConfigError, expand_cells, load_config
 from pushbench.stacks import STACKS
 
@@ -49,6 +51,22 @@ def profiles_for(cells: list[Cell], source: str) -> tuple[dict[int, HeaderProfil
             if message not in problems:
                 problems.append(message)
     return profiles, problems
+
+
+def network_problems(cells: list[Cell], source: str) -> list[str]:
+    """What keeps emulated-path cells from running: privileges and tools, or a setup the path cannot hold
+    (the path is two namespaces on this machine: the server the runner starts and local shards)."""
+    emulated = [c for c in cells if c.network.emulated]
+    problems = [f"{source}: network: {p}" for p in path_requirements([c.network for c in emulated])]
+    if any(c.target.url for c in emulated):
+        problems.append(
+            f"{source}: network: an emulated path needs a server the load generator starts; remove target.url"
+        )
+    if any(c.load.executor != "local" for c in emulated):
+        problems.append(
+            f"{source}: network: an emulated path runs the clients on this machine; use load.executor = 'local'"
+        )
+    return problems
 
 
 def stack_problems(cells: list[Cell], source: str, certs: CertStore) -> list[str]:
@@ -135,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if config is not None:
         profiles, problems = profiles_for(cells, config.source)
         problems += stack_problems(cells, config.source, certs)
+        problems += network_problems(cells, config.source)
     folder: RunFolder | None = None
     try:
         folder = RunFolder(Path(args.out), config.name if config is not None else Path(args.config).stem)
@@ -173,6 +192,10 @@ def _run(
 ) -> int:
     target_url = config.target.url
     executor_record = executor.describe()
+    if any(cell.network.emulated for cell in cells):
+        stale = netns.remove_stale()
+        if stale:
+            err.print(f"removed network namespaces left by pushbench runs that died: {', '.join(stale)}")
 
     runs = [(cell, r) for cell in cells for r in range(1, cell.load.repeat + 1)]
     estimates = [cell_seconds(cell) for cell, _ in runs]

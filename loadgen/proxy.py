@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from pushbench import netns
 from pushbench.config import ServerConfig
 from pushbench.stacks import Stack
 
@@ -147,10 +148,11 @@ def proxy_maxconn(max_connections: int, fd_limit: int) -> int:
     return max(1, min(max_connections, (fd_limit - 64) // 2))
 
 
-def listening_socket(host: str, port: int = 0) -> socket.socket:
-    """A TCP socket listening on ``host:port`` (0: any free port), inheritable by the proxy."""
+def listening_socket(host: str, port: int = 0, ns: str | None = None) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (0: any free port), inheritable by the proxy; made inside the
+    network namespace ``ns`` when given."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM) if ns is None else netns.socket_in(ns, family)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(4096)
@@ -196,13 +198,25 @@ class ProxyProcess:
         return self.proc.returncode
 
 
-def _handshake_ok(host: str, port: int, ca_file: Path) -> bool:
+def _handshake_ok(host: str, port: int, ca_file: Path, ns: str | None = None) -> bool:
     ctx = ssl.create_default_context(cafile=str(ca_file))
     try:
-        with socket.create_connection((host, port), timeout=1.0) as raw, ctx.wrap_socket(raw, server_hostname=host):
+        raw = socket.create_connection((host, port), timeout=1.0) if ns is None else _connect_in(ns, host, port)
+        with raw, ctx.wrap_socket(raw, server_hostname=host):
             return True
     except (OSError, ssl.SSLError):
         return False
+
+
+def _connect_in(ns: str, host: str, port: int) -> socket.socket:
+    sock = netns.socket_in(ns)
+    sock.settimeout(1.0)
+    try:
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def start_proxy(
@@ -218,21 +232,25 @@ def start_proxy(
     port: int = 0,
     prefix: Sequence[str] = (),
     binary: str | None = None,
+    ns: str | None = None,
 ) -> ProxyProcess:
     """Start HAProxy for one cell; return once it completes a TLS handshake. See the module docstring.
 
     Without ``prefix`` the proxy inherits a socket bound here (``port`` 0 picks a free port); with a prefix
     (e.g. ``ip netns exec NAME``) it binds ``host:port`` itself, inside whatever the prefix puts it in.
+    With ``ns`` (an emulated network path) it runs inside that network namespace on a socket made there.
     """
+    if ns is not None:
+        prefix = netns.exec_args(ns, [])
     exe = find_haproxy(binary)
     work_dir.mkdir(parents=True, exist_ok=True)
     sock: socket.socket | None = None
-    if prefix:
+    if prefix and ns is None:
         if port == 0:
             raise ValueError("a prefixed proxy binds host:port itself: give a port")
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     else:
-        sock = listening_socket(host, port)
+        sock = listening_socket(host, port, ns)
         port = sock.getsockname()[1]
         bind = f"fd@{sock.fileno()}"  # the same number in the child: pass_fds keeps it
     config_path = work_dir / f"haproxy-{os.getpid()}-{port}.cfg"
@@ -266,7 +284,7 @@ def start_proxy(
             sock.close()  # the proxy holds its own copy
     proxy = ProxyProcess(proc, host, port, config_path, log_path)
     deadline = time.monotonic() + PROXY_START_TIMEOUT_S
-    while not _handshake_ok(host, port, ca_file):
+    while not _handshake_ok(host, port, ca_file, ns):
         if not proxy.alive() or time.monotonic() > deadline:
             proxy.stop()
             raise ProxyUnavailable(f"{exe} did not start: {proxy.log_tail() or 'no TLS handshake'}")

@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from loadgen.metrics import (
     merge_histograms,
     summarize_latency,
 )
+from loadgen.netpath import MECHANISM_LOOPBACK, delay_line_saturation
 from loadgen.runner import CellRun
 from loadgen.summary import (
     byte_totals,
@@ -49,11 +50,18 @@ from loadgen.summary import (
     worker_health,
 )
 from pushbench import stacks, transports
+from pushbench.config import NetworkConfig
 from pushbench.stacks import STACKS
 from pushbench.transports import TRANSPORTS
 
 FORMAT_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent
+
+NETWORK_COLUMNS = [
+    "rtt_ms", "bandwidth_mbit", "loss_pct", "path_mechanism", "path_rtt_ms_p50", "path_rtt_ms_p99",
+    "path_connect_ms_p50", "delayline_packets", "delayline_dropped", "delayline_cpu_pct", "delayline_us_per_packet",
+    "delayline_late_p99_ms", "tcp_retrans_segs_down", "tcp_retrans_segs_up",
+]  # fmt: skip
 
 SUMMARY_COLUMNS = [
     "cell_id", "repeat", "status", "transport", "scenario", "clients", "rate_hz", "payload_bytes", "burst",
@@ -77,6 +85,8 @@ SUMMARY_COLUMNS = [
     "bytes_down_hpack", "bytes_up_hpack", "bytes_down_h2_control", "bytes_up_h2_control", "h2_request_blocks",
     "h2_request_block_first_bytes", "h2_request_block_max_bytes", "h2_request_block_median_bytes", "h2_response_block_median_bytes",
     "executor", "load_hosts", "clock_uncertainty_ms", "server_external", "server_measured",
+    # The network path ([network]; loopback when all three are 0): what was asked, what was measured.
+    *NETWORK_COLUMNS,
 ]  # fmt: skip
 
 CONNECTION_COLUMNS = [
@@ -88,6 +98,19 @@ CONNECTION_COLUMNS = [
 
 class OutputError(Exception):
     """The output folder cannot be written."""
+
+
+def network_columns(network: NetworkConfig, measured: dict[str, Any]) -> dict[str, Any]:
+    """The summary.csv columns of the network path: the configured values and what the path measured."""
+    row: dict[str, Any] = {
+        "rtt_ms": network.rtt_ms,
+        "bandwidth_mbit": network.bandwidth_mbit,
+        "loss_pct": network.loss_pct,
+        "path_mechanism": measured.get("mechanism", MECHANISM_LOOPBACK),
+    }
+    for column in NETWORK_COLUMNS[4:]:
+        row[column] = measured.get(column)
+    return row
 
 
 def cell_id(index: int, repeat: int) -> str:
@@ -158,6 +181,8 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
     errors = error_counts(results)
     per_worker = worker_health(results)
     sat = saturation(per_worker)
+    if run.network:  # on an emulated path the delay lines are part of the instrument
+        sat = replace(sat, reasons=sat.reasons + tuple(delay_line_saturation(run.network, cell.network.one_way_ms)))
     transport = TRANSPORTS[load.transport]
     counter = ("echoes", transport.echo_key) if load.scenario == "echo" else ("deliveries", load.transport)
     srv = server_deltas(run.stats_start, run.stats_end, counter, external=run.external)
@@ -247,6 +272,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "clock_uncertainty_ms": clock.uncertainty_ns / 1e6 if clock.uncertainty_ns is not None else None,
         "server_external": run.external,
         "server_measured": bool(run.stats_start and run.stats_end),
+        **network_columns(cell.network, run.network),
     }
     connections = [
         {
@@ -294,6 +320,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             "response": block_distribution(b for _, rec in records for b in rec.h2_response_blocks),
         },
         "tcp_info_failures": counter_errors,
+        "network": run.network or None,
         "clock": {"runner": run.runner_clock, "uncertainty_ns": clock.uncertainty_ns}
         if run.runner_clock or clocks
         else None,

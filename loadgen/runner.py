@@ -31,10 +31,20 @@ from loadgen.clock import ClockOffset
 from loadgen.executors import SETUP_LEAD_S, Executor, LocalExecutor, ShardOutcome, ShardsFailed
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import align_window, period_ns, schedule_problem, window_seq_range
+from loadgen.netpath import (
+    EmulatedPath,
+    PathCounters,
+    PathError,
+    measure_path,
+    path_counters,
+    path_warning,
+    path_window,
+)
 from loadgen.proxy import ProxyProcess, ProxyUnavailable, start_proxy
 from loadgen.shard import ShardSpec, measure_offset
 from loadgen.tls import CertificateError, CertStore
 from loadgen.worker import WorkerResult, assign_clients
+from pushbench import netns
 from pushbench.config import Cell, FeedConfig, LoadConfig
 from pushbench.stacks import STACKS
 from pushbench.transports import TRANSPORTS
@@ -108,9 +118,10 @@ def count_time_wait(proc_net_tcp_lines: list[str], host: str, port: int) -> int:
     return count
 
 
-def time_wait_sockets(host: str, port: int) -> int:
+def time_wait_sockets(host: str, port: int, pid: int | str = "self") -> int:
+    """TIME_WAIT sockets at ``host:port`` in the network namespace of process ``pid`` (the server's)."""
     lines: list[str] = []
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for name in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
         with contextlib.suppress(OSError):
             lines += Path(name).read_text().splitlines()[1:]
     return count_time_wait(lines, host, port)
@@ -121,9 +132,10 @@ class ServerProbe:
 
     external = False
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, ns: str | None = None) -> None:
         self.host = host
         self.port = port
+        self.netns = ns  # the server's network namespace on an emulated path; the probes connect from inside it
         self._http: http.client.HTTPConnection | None = None
         self.probe_connections = 0  # TCP connections the load generator's own probes opened (the server counts them)
 
@@ -142,7 +154,17 @@ class ServerProbe:
             if self._http is None:
                 self._http = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
             if self._http.sock is None:  # http.client reconnects by itself after "Connection: close"
-                self._http.connect()
+                if self.netns is None:
+                    self._http.connect()
+                else:  # from inside the server's namespace: over its loopback, not the emulated path
+                    sock = netns.socket_in(self.netns)
+                    sock.settimeout(timeout_s)
+                    try:
+                        sock.connect((self.host, self.port))
+                    except OSError:
+                        sock.close()
+                        raise
+                    self._http.sock = sock
                 self.probe_connections += 1
             try:
                 self._http.request("GET", path)
@@ -190,8 +212,10 @@ class ExternalServer(ServerProbe):
 class ServerProcess(ServerProbe):
     """``python -m servers`` started by the load generator for one cell."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], host: str, port: int, log_path: Path) -> None:
-        super().__init__(host, port)
+    def __init__(
+        self, proc: subprocess.Popen[bytes], host: str, port: int, log_path: Path, ns: str | None = None
+    ) -> None:
+        super().__init__(host, port, ns)
         self.proc = proc
         self.log_path = log_path
 
@@ -226,12 +250,18 @@ def external_server(url: str) -> ExternalServer:
     return ExternalServer(parts.hostname, parts.port)
 
 
-def start_server(cell: Cell, log_dir: Path) -> ServerProcess:
-    """``python -m servers`` with the cell's values; waits for ``serving http://HOST:PORT`` and for /stats."""
+def start_server(cell: Cell, log_dir: Path, path: EmulatedPath | None = None) -> ServerProcess:
+    """``python -m servers`` with the cell's values; waits for ``serving http://HOST:PORT`` and for /stats.
+
+    On an emulated ``path`` it runs in the server namespace, bound to that namespace's address.
+    """
     log_path = log_dir / f"server-{os.getpid()}-{cell.index}.log"
     log = log_path.open("wb")
+    argv = [sys.executable, "-m", "servers", *server_args(cell)]
+    if path is not None:
+        argv = netns.exec_args(path.server_ns, [*argv, "--set", f"server.host={toml_value(path.server_ip)}"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servers", *server_args(cell)],
+        argv,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,
@@ -248,7 +278,7 @@ def start_server(cell: Cell, log_dir: Path) -> ServerProcess:
         raise CellFailed(f"server did not start (first line {line!r}): {err}")
     hostport = line.removeprefix("serving http://")
     host, port = hostport.rsplit(":", 1)
-    server = ServerProcess(proc, host.strip("[]"), int(port), log_path)
+    server = ServerProcess(proc, host.strip("[]"), int(port), log_path, path.server_ns if path else None)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while server.stats() is None:
         if time.monotonic() > deadline or not server.alive():
@@ -320,6 +350,7 @@ class CellRun:
     server_exit: int | None = None
     proxy_usage_start: tuple[float, int] | None = None  # (CPU s, RSS bytes) of the TLS proxy, when there is one
     proxy_usage_end: tuple[float, int] | None = None
+    network: dict[str, Any] = field(default_factory=dict)  # the emulated path: what was built and measured
     external: bool = False  # the server is [target] url's, not one the load generator started
     runner_clock: dict[str, Any] | None = None  # this machine's clock offset to the server, when estimated
 
@@ -424,10 +455,14 @@ def make_plan(
     )
 
 
-def start_tls_proxy(cell: Cell, certs: CertStore, server: ServerProbe, log_dir: Path) -> tuple[ProxyProcess, str]:
-    """HAProxy with the run's certificates in front of ``server``; the proxy and the CA file clients trust."""
+def start_tls_proxy(
+    cell: Cell, certs: CertStore, server: ServerProbe, log_dir: Path, path: EmulatedPath | None = None
+) -> tuple[ProxyProcess, str]:
+    """HAProxy with the run's certificates in front of ``server``; the proxy and the CA file clients trust.
+    On an emulated ``path`` it runs in the server's namespace, beside the server, and the certificate names
+    that namespace's address."""
     try:
-        files = certs.for_load(cell.load)
+        files = certs.for_load(cell.load, (path.server_ip,) if path else ())
         proxy = start_proxy(
             stack=STACKS[cell.load.stack],
             server_pem=files.server_pem,
@@ -436,6 +471,8 @@ def start_tls_proxy(cell: Cell, certs: CertStore, server: ServerProbe, log_dir: 
             backend_port=server.port,
             server=cell.server,
             work_dir=log_dir,
+            host=server.host if path else "127.0.0.1",  # on a path: beside the server, in its namespace
+            ns=path.server_ns if path else None,
         )
     except (ProxyUnavailable, CertificateError) as exc:
         raise CellFailed(str(exc)) from None
@@ -480,18 +517,35 @@ def run_cell(
     load, feed = cell.load, cell.feed
     executor = executor or LocalExecutor()
     server: ServerProbe | None = None
+    emulated: EmulatedPath | None = None
     shards = executor.shards(f"c{cell.index:03d}-r{repeat}")
-    specs = [ShardSpec(w, indices, load.uvloop) for w, indices in enumerate(assign_clients(load.clients, load.workers))]
     try:
+        if cell.network.emulated:
+            try:
+                emulated = EmulatedPath(cell.network, seed=load.seed + 1000 * (repeat - 1))
+            except (PathError, netns.NetnsError) as exc:
+                raise CellFailed(f"could not build the emulated network path: {exc}") from None
+            run.network = emulated.describe()
+        client_ns = emulated.client_ns if emulated else None
+        specs = [
+            ShardSpec(w, indices, load.uvloop, client_ns)
+            for w, indices in enumerate(assign_clients(load.clients, load.workers))
+        ]
         shards.start(specs)  # first: local workers import while the server starts
-        server = external_server(cell.target.url) if cell.target.url else start_server(cell, log_dir)
+        server = external_server(cell.target.url) if cell.target.url else start_server(cell, log_dir, emulated)
         run.server_port = server.port
         run.external = server.external
         host, port, ca_file = server.host, server.port, ""
         if stack.tls:
             assert certs is not None
-            proxy, ca_file = start_tls_proxy(cell, certs, server, log_dir)
+            proxy, ca_file = start_tls_proxy(cell, certs, server, log_dir, emulated)
             host, port = proxy.host, proxy.port
+        if emulated is not None:
+            probe = measure_path(emulated).summary(cell.network.rtt_ms)
+            run.network.update(probe)
+            warning = path_warning(cell.network.rtt_ms, probe["path_rtt_ms_p50"])
+            if warning:
+                run.warnings.append(warning)
         loops = shards.ready()
         ref_seq, ref_ts = reference_event(server, period_ns(feed.rate_hz), feed.burst)
         # Shards on other hosts, or a server on one, may not share this clock: they estimate their offsets, and
@@ -504,9 +558,12 @@ def run_cell(
         run.plan = plan
         run.runner_clock = own_offset.to_json() if own_offset else None
         shards.submit(plan)
+        path_start: PathCounters | None = None
         if _wait_until(timeline.window_start_ns - own, tick, server):
             run.stats_start = server.stats()
             run.proxy_usage_start = proxy.usage() if proxy is not None else None
+            if emulated is not None:
+                path_start = path_counters(emulated)
             problem = shards.check_running()
             if problem:
                 run.fail(problem)
@@ -516,7 +573,12 @@ def run_cell(
             run.stats_end = server.stats()
             run.proxy_usage_end = proxy.usage() if proxy is not None else None
             if executor.name == "local":  # TIME_WAIT sockets live on the load hosts: only this one is read
-                run.time_wait_end = time_wait_sockets(host, port)
+                # (in the server's network namespace when the load generator started the server)
+                run.time_wait_end = time_wait_sockets(
+                    host, port, server.proc.pid if isinstance(server, ServerProcess) else "self"
+                )
+            if emulated is not None and path_start is not None:
+                run.network.update(path_window(path_start, path_counters(emulated)))
         if proxy is not None and not proxy.alive():
             run.fail(f"the TLS proxy exited with status {proxy.proc.returncode} during the cell: {proxy.log_tail()}")
         if isinstance(server, ServerProcess) and not server.alive():
@@ -545,6 +607,11 @@ def run_cell(
                     server.log_path.unlink()
         if own_certs and certs is not None:
             certs.close()
+        if emulated is not None:
+            try:
+                emulated.close()
+            except (PathError, netns.NetnsError) as exc:
+                run.fail(f"could not remove the emulated path: {exc}")
     return run
 
 

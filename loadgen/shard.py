@@ -29,6 +29,7 @@ from typing import Any
 from loadgen.client import Plan
 from loadgen.clock import ClockOffset, Exchange, correction_uncertainty_ns, estimate_offset
 from loadgen.worker import WorkerResult, run_worker
+from pushbench import netns
 
 CLOCK_EXCHANGES = 8
 CLOCK_TIMEOUT_S = 2.0
@@ -42,6 +43,7 @@ class ShardSpec:
     worker: int  # the shard's number in the cell, 0-based
     indices: list[int]
     use_uvloop: bool
+    netns: str | None = None  # an emulated path's client namespace: a local shard enters it before any socket
 
 
 class ShardError(Exception):
@@ -252,6 +254,8 @@ def dask_shard(spec: ShardSpec, plan: Plan) -> WorkerResult:
 def local_shard_process(spec: ShardSpec, pipe: Pipe) -> None:
     """Entry point of a local shard process (multiprocessing target): ``ready``, then a plan, then the result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop, also on Ctrl-C
+    if spec.netns is not None:
+        netns.enter(spec.netns)
     _, loop_name = event_loop_runner(spec.use_uvloop)
     pipe.send(("ready", loop_name))
     try:

@@ -38,13 +38,14 @@ class CertFiles:
     key_type: str
 
 
-def make_certificates(folder: Path, key_type: str) -> CertFiles:
-    """A fresh CA and server certificate in ``folder`` (created private to this user)."""
+def make_certificates(folder: Path, key_type: str, extra_names: tuple[str, ...] = ()) -> CertFiles:
+    """A fresh CA and server certificate in ``folder`` (created private to this user), for ``SERVER_NAMES`` and
+    ``extra_names`` (an emulated path's server address)."""
     if key_type not in _KEY_TYPES:
         raise CertificateError(f"load.tls_key_type: unknown key type {key_type!r} (known: {', '.join(_KEY_TYPES)})")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca = trustme.CA(key_type=_KEY_TYPES[key_type], organization_name="pushbench run CA")
-    cert = ca.issue_cert(*SERVER_NAMES, key_type=_KEY_TYPES[key_type])
+    cert = ca.issue_cert(*SERVER_NAMES, *extra_names, key_type=_KEY_TYPES[key_type])
     files = CertFiles(folder / "ca.pem", folder / "server.pem", key_type)
     ca.cert_pem.write_to_path(str(files.ca_pem))
     cert.private_key_and_cert_chain_pem.write_to_path(str(files.server_pem))
@@ -86,18 +87,20 @@ class CertStore:
 
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="pushbench-tls-"))
-        self._made: dict[str, CertFiles] = {}
+        self._made: dict[tuple[str, tuple[str, ...]], CertFiles] = {}
 
-    def for_load(self, load: LoadConfig) -> CertFiles:
+    def for_load(self, load: LoadConfig, extra_names: tuple[str, ...] = ()) -> CertFiles:
+        """The certificates of a cell; ``extra_names``: more addresses the server certificate must name."""
         if load.tls_cert_file:
             files = CertFiles(Path(load.tls_ca_file), Path(load.tls_cert_file), "file")
             check_server_pem(files.server_pem)
             check_ca_file(files.ca_pem)
             return files
-        key_type = load.tls_key_type
-        if key_type not in self._made:
-            self._made[key_type] = make_certificates(self.folder / key_type, key_type)
-        return self._made[key_type]
+        key = (load.tls_key_type, extra_names)
+        if key not in self._made:
+            folder = self.folder / "-".join((load.tls_key_type, *extra_names))
+            self._made[key] = make_certificates(folder, load.tls_key_type, extra_names)
+        return self._made[key]
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -224,6 +224,30 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    """``[network]``: the path between the clients and the server. All zero (the default): loopback, as before;
+    anything else runs the cell across two network namespaces with these conditions (needs root; see README)."""
+
+    rtt_ms: float = setting(0.0, "added round-trip time, split evenly between the two directions", _between(0, 10_000))
+    bandwidth_mbit: float = setting(0.0, "link rate per direction in Mbit/s (0 = unlimited)", _between(0, 100_000))
+    loss_pct: float = setting(0.0, "percent of packets dropped at random, in each direction", _between(0, 50))
+
+    @property
+    def emulated(self) -> bool:
+        """False for the defaults: the cell runs on loopback."""
+        return self.rtt_ms > 0 or self.bandwidth_mbit > 0 or self.loss_pct > 0
+
+    @property
+    def one_way_ms(self) -> float:
+        return self.rtt_ms / 2
+
+    @property
+    def needs_delay(self) -> bool:
+        """Delay or loss to apply (a bandwidth limit alone is a tbf qdisc)."""
+        return self.rtt_ms > 0 or self.loss_pct > 0
+
+
+@dataclass(frozen=True)
 class Sections:
     """The resolved sections of a config or a cell. A new section is its dataclass plus one field here;
     its keys can then be set in the file, with ``--set section.key=``, and varied in [matrix]/[[sweep]]."""
@@ -232,6 +256,7 @@ class Sections:
     server: ServerConfig = field(default_factory=ServerConfig)
     load: LoadConfig = field(default_factory=LoadConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)
