@@ -13,24 +13,15 @@ import pytest
 from chromium import SCREENSHOTS, launched
 from conftest import ROOT, timeout
 
+from tests.test_analysis import TINY_CONFIG
+
 pytestmark = pytest.mark.browser
 
 FIRST_SCREEN = {"width": 1300, "height": 900}
 # A4 minus the report's 12 mm print margins, in CSS pixels (96 per inch): what one printed line can hold.
 A4_CONTENT_PX = round((210 - 2 * 12) / 25.4 * 96)
-RUN_CONFIG = """
-[feed]
-rate_hz = 10
-payload_bytes = 100
-[load]
-duration_s = 1
-warmup_s = 0.2
-ramp_up_s = 0.1
-clients = 4
-poll_interval_s = 0.5
-[matrix]
-transport = ["poll", "longpoll", "sse", "ws"]
-"""
+# test_analysis's seconds-long config, with all four transports and one repeat.
+FOUR_TRANSPORTS = ("--set", 'matrix.transport=["poll", "longpoll", "sse", "ws"]', "--set", "load.repeat=1")
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +33,9 @@ def browser() -> Iterator[Any]:
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real seconds-long run of every transport, analysed."""
     root = tmp_path_factory.mktemp("report-run")
-    (root / "run.toml").write_text(RUN_CONFIG)
+    (root / "run.toml").write_text(TINY_CONFIG)
     for command in (
-        ["loadgen", "--config", str(root / "run.toml"), "--out", str(root / "results")],
+        ["loadgen", "--config", str(root / "run.toml"), *FOUR_TRANSPORTS, "--out", str(root / "results")],
         ["analysis", str(root / "results" / "latest")],
     ):
         done = subprocess.run(
