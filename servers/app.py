@@ -15,6 +15,7 @@ from aiohttp import web
 from pushbench.config import Sections
 from pushbench.transports import TRANSPORTS
 from servers import clock, echo, page, security
+from servers.fanout import Fanout
 from servers.feed import Feed
 from servers.state import STATE, ServerState, Stats, json_response, state
 
@@ -105,7 +106,10 @@ def make_app(config: Sections) -> web.Application:
         late_threshold_ms=feed_cfg.late_threshold_ms,
         seed=feed_cfg.payload_seed,
     )
-    app[STATE] = ServerState(config=config, feed=feed, stats=Stats(), process=psutil.Process())
+    stats = Stats()
+    app[STATE] = ServerState(
+        config=config, feed=feed, stats=stats, process=psutil.Process(), fanout=Fanout(feed, stats.deliveries)
+    )
     security.setup(app, server_cfg)
     add_transport_routes(app)
     echo.add_routes(app)

@@ -17,7 +17,7 @@ import json
 import random
 import string
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 NS_PER_S = 1_000_000_000
@@ -98,6 +98,10 @@ class Feed:
         self.ticks = 0
         self.closed = False
         self._changed = asyncio.Event()
+        # Called with each tick's events as they are published (servers.fanout writes them to subscribers),
+        # and once when the feed closes.
+        self.listeners: list[Callable[[list[Event]], None]] = []
+        self.close_listeners: list[Callable[[], None]] = []
 
     @property
     def oldest_seq(self) -> int:
@@ -125,6 +129,8 @@ class Feed:
             del self._events[:excess]
             self._first_index_seq += excess
         self.ticks += 1
+        for listener in self.listeners:
+            listener(new)
         self._wake()
         return new
 
@@ -135,6 +141,8 @@ class Feed:
     def close(self) -> None:
         """End every stream and answer every waiter (shutdown)."""
         self.closed = True
+        for listener in self.close_listeners:
+            listener()
         self._wake()
 
     def events_after(self, after: int) -> list[Event]:

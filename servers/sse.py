@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pushbench.transports import Transport
+from servers.fanout import Subscriber, http_chunk
 from servers.feed import Event, FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, make_room
 from servers.poll import route_name
@@ -44,13 +45,27 @@ async def handle(request: web.Request) -> web.StreamResponse:
     send_buffer_bytes = st.config.server.send_buffer_bytes
     transport = request.transport
     bound_send_buffer(transport, send_buffer_bytes)
+    if "chunked" in response.headers.get("Transfer-Encoding", ""):  # aiohttp frames each write as a chunk (HTTP/1.1)
+        channel = st.fanout.channel("sse-chunked", name, lambda e: http_chunk(sse_record(e)))
+    else:
+        channel = st.fanout.channel("sse", name, sse_record)
+    sub = Subscriber(transport, after, send_buffer_bytes)
     try:
-        async for event in st.feed.follow(after, heartbeat):
-            record = HEARTBEAT if event is None else sse_record(event)
-            await make_room(transport, len(record), send_buffer_bytes)
-            await response.write(record)
-            if event is not None:
+        while True:
+            events = st.feed.events_after(sub.cursor)  # catching up on its own (resumed, or fell behind)
+            for event in events:
+                record = sse_record(event)
+                await make_room(transport, len(record), send_buffer_bytes)
+                await response.write(record)
                 st.stats.deliveries[name] += 1
+                sub.cursor = event.seq
+            if events:
+                continue
+            if st.feed.closed:
+                raise FeedClosed()
+            if not await st.fanout.join(channel, sub, heartbeat):  # caught up: in the broadcast
+                await make_room(transport, len(HEARTBEAT), send_buffer_bytes)
+                await response.write(HEARTBEAT)
     except SlowClient:
         st.stats.slow_client_drops += 1  # stopped reading: cut it; it resumes with Last-Event-ID when it can
         drop(transport)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from pushbench.config import Sections
 from pushbench.transports import TRANSPORTS, echo_keys
+from servers.fanout import Fanout
 from servers.feed import Event, Feed, StaleCursor
 
 
@@ -70,6 +71,7 @@ class ServerState:
     feed: Feed
     stats: Stats
     process: psutil.Process
+    fanout: Fanout
 
 
 STATE = web.AppKey("state", ServerState)

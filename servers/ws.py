@@ -11,6 +11,7 @@ import contextlib
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from pushbench.transports import Transport
+from servers.fanout import Subscriber, ws_text_frame
 from servers.feed import FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, is_valid_close_code, make_room
 from servers.poll import route_name
@@ -25,13 +26,27 @@ async def _push(ws: web.WebSocketResponse, request: web.Request, after: int) -> 
     name = route_name(request)
     send_buffer_bytes = st.config.server.send_buffer_bytes
     transport = request.transport
+    # permessage-deflate compresses with each connection's own context: no shared bytes, no broadcast
+    channel = None if ws.compress else st.fanout.channel("ws", name, lambda e: ws_text_frame(e.body))
+    sub = Subscriber(transport, after, send_buffer_bytes, lambda: ws.closed)
     try:
-        async for event in st.feed.follow(after):
-            if event is None or ws.closed:
+        while not ws.closed:
+            events = st.feed.events_after(sub.cursor)  # catching up on its own (resumed, or fell behind)
+            for event in events:
+                if ws.closed:
+                    break
+                await make_room(transport, len(event.body) + MAX_FRAME_HEADER_BYTES, send_buffer_bytes)
+                await ws.send_frame(event.body, WSMsgType.TEXT)
+                st.stats.deliveries[name] += 1
+                sub.cursor = event.seq
+            if events:
                 continue
-            await make_room(transport, len(event.body) + MAX_FRAME_HEADER_BYTES, send_buffer_bytes)
-            await ws.send_frame(event.body, WSMsgType.TEXT)
-            st.stats.deliveries[name] += 1
+            if st.feed.closed:
+                raise FeedClosed()
+            if channel is None:
+                await st.feed.wait_after(sub.cursor)
+            else:
+                await st.fanout.join(channel, sub)  # caught up: in the broadcast
     except SlowClient:
         st.stats.slow_client_drops += 1  # stopped reading: cut it; it resumes with ?after when it can
         drop(transport)
