@@ -19,7 +19,7 @@ from loadgen.netpath import path_requirements
 from loadgen.proxy import ProxyUnavailable, find_haproxy
 from loadgen.results import CellSummary, OutputError, RunFolder, summarize, write_run
 from loadgen.runner import cell_seconds, log_dir, run_cell
-from loadgen.tls import CertificateError, CertStore
+from loadgen.tls import CertificateError, CertStore, check_ca_file
 from pushbench import netns
 from pushbench.config import Cell, Config, ConfigError, expand_cells, load_config
 from pushbench.stacks import STACKS
@@ -74,6 +74,15 @@ def stack_problems(cells: list[Cell], source: str, certs: CertStore) -> list[str
     problems: list[str] = []
     for cell in cells:
         if not STACKS[cell.load.stack].tls:
+            continue
+        if cell.target.url:  # an https target: no proxy, its own certificate; the clients trust target.ca_file
+            if cell.target.ca_file:
+                try:
+                    check_ca_file(Path(cell.target.ca_file))
+                except CertificateError as exc:
+                    message = f"{source}: target.ca_file: {exc}"
+                    if message not in problems:
+                        problems.append(message)
             continue
         try:
             find_haproxy()

@@ -16,6 +16,7 @@ import json
 import os
 import select
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -42,11 +43,11 @@ from loadgen.netpath import (
 )
 from loadgen.proxy import ProxyProcess, ProxyUnavailable, start_proxy
 from loadgen.shard import ShardSpec, measure_offset
-from loadgen.tls import CertificateError, CertStore
+from loadgen.tls import CertificateError, CertStore, client_context
 from loadgen.worker import WorkerResult, assign_clients
 from pushbench import netns
 from pushbench.config import Cell, FeedConfig, LoadConfig
-from pushbench.stacks import STACKS
+from pushbench.stacks import H1_TLS, STACKS
 from pushbench.transports import TRANSPORTS
 from servers.check import stats_problems
 
@@ -132,17 +133,18 @@ class ServerProbe:
 
     external = False
 
-    def __init__(self, host: str, port: int, ns: str | None = None) -> None:
+    def __init__(self, host: str, port: int, ns: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
         self.netns = ns  # the server's network namespace on an emulated path; the probes connect from inside it
+        self.ssl_context = ssl_context  # an https target's
         self._http: http.client.HTTPConnection | None = None
         self.probe_connections = 0  # TCP connections the load generator's own probes opened (the server counts them)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     def alive(self) -> bool:
         return True
@@ -152,7 +154,11 @@ class ServerProbe:
         (and no TIME_WAIT sockets of their own)."""
         for attempt in (1, 2):
             if self._http is None:
-                self._http = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+                self._http = (
+                    http.client.HTTPSConnection(self.host, self.port, timeout=timeout_s, context=self.ssl_context)
+                    if self.ssl_context is not None
+                    else http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+                )
             if self._http.sock is None:  # http.client reconnects by itself after "Connection: close"
                 if self.netns is None:
                     self._http.connect()
@@ -243,11 +249,13 @@ class ServerProcess(ServerProbe):
         return self.proc.returncode
 
 
-def external_server(url: str) -> ExternalServer:
-    """The ``[target] url`` server (already validated as http://HOST:PORT)."""
+def external_server(url: str, ca_file: str = "") -> ExternalServer:
+    """The ``[target] url`` server (already validated as http(s)://HOST:PORT); https trusts ``ca_file`` (or the
+    system's CAs), and speaks HTTP/1.1 for the load generator's own probes."""
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
-    return ExternalServer(parts.hostname, parts.port)
+    context = client_context(H1_TLS, ca_file, ("http/1.1",)) if parts.scheme == "https" else None
+    return ExternalServer(parts.hostname, parts.port, ssl_context=context)
 
 
 def start_server(cell: Cell, log_dir: Path, path: EmulatedPath | None = None) -> ServerProcess:
@@ -314,7 +322,7 @@ def reference_event(server: ServerProbe, tick_ns: int, burst: int) -> tuple[int,
 
 def server_clock_offset(server: ServerProbe) -> ClockOffset | None:
     """This machine's clock offset to a server started elsewhere (GET /time), to plan in the server's time."""
-    offset, _, _ = asyncio.run(measure_offset(server.host, server.port))
+    offset, _, _ = asyncio.run(measure_offset(server.host, server.port, server.ssl_context))
     return offset
 
 
@@ -511,7 +519,7 @@ def run_cell(
     run = CellRun(cell, repeat)
     proxy: ProxyProcess | None = None
     stack = STACKS[cell.load.stack]
-    own_certs = certs is None and stack.tls
+    own_certs = certs is None and stack.tls and not cell.target.url
     if own_certs:
         certs = CertStore()
     load, feed = cell.load, cell.feed
@@ -532,11 +540,17 @@ def run_cell(
             for w, indices in enumerate(assign_clients(load.clients, load.workers))
         ]
         shards.start(specs)  # first: local workers import while the server starts
-        server = external_server(cell.target.url) if cell.target.url else start_server(cell, log_dir, emulated)
+        if cell.target.url:
+            try:
+                server = external_server(cell.target.url, cell.target.ca_file)
+            except CertificateError as exc:
+                raise CellFailed(f"target.ca_file: {exc}") from None
+        else:
+            server = start_server(cell, log_dir, emulated)
         run.server_port = server.port
         run.external = server.external
-        host, port, ca_file = server.host, server.port, ""
-        if stack.tls:
+        host, port, ca_file = server.host, server.port, cell.target.ca_file if server.external else ""
+        if stack.tls and not server.external:
             assert certs is not None
             proxy, ca_file = start_tls_proxy(cell, certs, server, log_dir, emulated)
             host, port = proxy.host, proxy.port

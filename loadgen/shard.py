@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import tempfile
 import time
 import traceback
@@ -28,6 +29,7 @@ from typing import Any
 
 from loadgen.client import Plan
 from loadgen.clock import ClockOffset, Exchange, correction_uncertainty_ns, estimate_offset
+from loadgen.tls import client_context
 from loadgen.worker import WorkerResult, run_worker
 from pushbench import netns
 
@@ -63,13 +65,18 @@ def event_loop_runner(use_uvloop: bool) -> tuple[Callable[[Any], Any], str]:
 # --- the clock --------------------------------------------------------------------------------------------
 
 
-async def time_exchanges(host: str, port: int, count: int = CLOCK_EXCHANGES) -> tuple[list[Exchange], str]:
+async def time_exchanges(
+    host: str, port: int, ssl_context: ssl.SSLContext | None = None, count: int = CLOCK_EXCHANGES
+) -> tuple[list[Exchange], str]:
     """``count`` GET /time exchanges on one kept-alive connection; and this host's address on it.
 
     Raw HTTP/1.1 with Content-Length framing, so little but the network sits between the two clock readings.
     Raises OSError/ValueError when the server has no usable /time.
     """
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CLOCK_TIMEOUT_S)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=host if ssl_context else None),
+        CLOCK_TIMEOUT_S,
+    )
     try:
         local = writer.get_extra_info("sockname")[0]
         request = f"GET /time HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
@@ -100,10 +107,12 @@ async def time_exchanges(host: str, port: int, count: int = CLOCK_EXCHANGES) -> 
             await writer.wait_closed()
 
 
-async def measure_offset(host: str, port: int) -> tuple[ClockOffset | None, str | None, str | None]:
+async def measure_offset(
+    host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[ClockOffset | None, str | None, str | None]:
     """(estimate, this host's address toward the server, the problem when there is no estimate)."""
     try:
-        exchanges, local = await time_exchanges(host, port)
+        exchanges, local = await time_exchanges(host, port, ssl_context)
     except (OSError, ValueError, KeyError, TypeError, asyncio.IncompleteReadError, TimeoutError) as exc:
         return None, None, f"{type(exc).__name__}: {exc}"
     return estimate_offset(exchanges), local, None
@@ -167,8 +176,10 @@ def host_record(executor: str, core: int | None, address: str | None) -> dict[st
 async def shard_main(spec: ShardSpec, plan: Plan, loop_name: str, executor: str, core: int | None) -> WorkerResult:
     before: ClockOffset | None = None
     problem = address = None
+    # Over TLS when the clients use it (an https target), on an HTTP/1.1 connection of its own either way.
+    context = client_context(plan.stack_spec, plan.ca_file, ("http/1.1",)) if plan.stack_spec.tls else None
     if plan.clock_sync:
-        before, address, problem = await measure_offset(plan.host, plan.port)
+        before, address, problem = await measure_offset(plan.host, plan.port, context)
     offset = before.offset_ns if before else 0
     late_ns = time.time_ns() + offset - plan.anchor_ns
     if late_ns > 0:
@@ -179,7 +190,7 @@ async def shard_main(spec: ShardSpec, plan: Plan, loop_name: str, executor: str,
     result = await run_worker(spec.worker, spec.indices, shifted(plan, offset), loop_name, clock_offset_ns=offset)
     after = None
     if plan.clock_sync and before is not None:
-        after, _, later_problem = await measure_offset(plan.host, plan.port)
+        after, _, later_problem = await measure_offset(plan.host, plan.port, context)
         problem = problem or later_problem
     result.clock = clock_record(before, after, problem) if plan.clock_sync else None
     result.host = host_record(executor, core, address)

@@ -56,10 +56,10 @@ def make_certificates(folder: Path, key_type: str, extra_names: tuple[str, ...] 
 def client_context(
     stack: Stack, ca_file: str | os.PathLike[str], alpn: tuple[str, ...] | None = None
 ) -> ssl.SSLContext:
-    """The client's TLS 1.3 context for ``stack``: the run's CA only, ALPN as the stack offers (or ``alpn``),
-    ``$SSLKEYLOGFILE``."""
+    """The client's TLS 1.3 context for ``stack``: the run's CA only (the system's when ``ca_file`` is empty, for
+    an https target), ALPN as the stack offers (or ``alpn``), ``$SSLKEYLOGFILE``."""
     try:
-        ctx = ssl.create_default_context(cafile=str(ca_file))
+        ctx = ssl.create_default_context(cafile=str(ca_file) if str(ca_file) else None)
     except (OSError, ssl.SSLError) as exc:
         raise CertificateError(f"{ca_file}: not a usable CA certificate: {exc}") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3

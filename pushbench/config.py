@@ -94,10 +94,8 @@ def _dask_address(v: str) -> str | None:
 def _target_url(v: str) -> str | None:
     if not v:
         return None
-    if v.startswith("https://"):
-        return f"{v!r}: https targets need a TLS client, which the load generator does not have yet; use http://"
-    if not re.fullmatch(r"http://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):\d{1,5}/?", v):
-        return f"{v!r} is not a server root: write http://HOST:PORT (the paths are docs/contract.md's)"
+    if not re.fullmatch(r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):\d{1,5}/?", v):
+        return f"{v!r} is not a server root: write http://HOST:PORT or https://HOST:PORT (the paths are docs/contract.md's)"
     return None
 
 
@@ -220,7 +218,10 @@ class LoadConfig:
 class TargetConfig:
     """``[target]``: measure a server started elsewhere instead of starting one per cell."""
 
-    url: str = setting("", "the server's root, http://HOST:PORT (docs/contract.md); empty: start one", _target_url)
+    url: str = setting(
+        "", "the server's root, http://HOST:PORT or https://HOST:PORT (docs/contract.md); empty: start one", _target_url
+    )
+    ca_file: str = setting("", "https targets: the CA certificate(s) the clients trust (PEM); empty: the system's")
 
 
 @dataclass(frozen=True)
@@ -542,10 +543,22 @@ def _cross_checks(sections: Sections) -> list[str]:
             "server.host: with load.executor = 'dask' the shards connect to server.host, so it must be an address "
             f"they can reach, not the wildcard {sections.server.host!r}"
         )
-    if load.stack != "h1" and (sections.target.url or load.executor == "dask"):
+    tls = stacks.STACKS[load.stack].tls if load.stack in stacks.STACKS else False
+    url = sections.target.url
+    if url and tls != url.startswith("https://"):
         problems.append(
-            f"load.stack: {load.stack!r} puts a local TLS proxy before a server this run starts; with target.url or "
-            "load.executor = 'dask' only 'h1' is supported so far"
+            f"load.stack: {load.stack!r} with target.url {url!r}: an https target needs a TLS stack "
+            f"({', '.join(n for n, s in stacks.STACKS.items() if s.tls)}), an http one a cleartext stack"
+        )
+    if sections.network.emulated and (url or load.executor == "dask"):
+        problems.append(
+            "network: an emulated path joins two namespaces on this machine around a server the run starts and its "
+            "local shards; with target.url or load.executor = 'dask' shape the real path instead (docs/distributed.md)"
+        )
+    if not url and tls and load.executor == "dask":
+        problems.append(
+            f"load.stack: {load.stack!r} puts a TLS proxy on the runner's loopback, which Dask workers on other hosts "
+            "cannot reach: put the proxy before the server and give its https:// address as target.url"
         )
     return problems
 

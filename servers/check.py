@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -355,10 +356,16 @@ RULES: list[tuple[str, bool, Callable[[Checker], Awaitable[str]]]] = [
 ]
 
 
-async def check_server(url: str, wait_s: float = 10.0) -> list[Result]:
-    """Every rule of the contract against ``url``, one Result each (they run one after another)."""
+async def check_server(url: str, wait_s: float = 10.0, ca_file: str = "") -> list[Result]:
+    """Every rule of the contract against ``url``, one Result each (they run one after another).
+
+    An https server's certificate is checked against ``ca_file`` (PEM), or the system's CAs when it is empty.
+    """
     results = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s + 10)) as session:
+    context = ssl.create_default_context(cafile=ca_file or None)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=wait_s + 10), connector=aiohttp.TCPConnector(ssl=context)
+    ) as session:
         checker = Checker(url, session, wait_s)
         for rule, required, check in RULES:
             try:
@@ -384,12 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m servers.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="the server's root, e.g. http://127.0.0.1:8080")
     parser.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the next event (default 10)")
+    parser.add_argument("--ca-file", default="", help="https: the CA certificate(s) to trust (default: the system's)")
     args = parser.parse_args(argv)
     problem = url_problem(args.url)
+    if not problem and args.ca_file:
+        try:
+            ssl.create_default_context(cafile=args.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            problem = f"--ca-file {args.ca_file}: not a usable CA certificate: {exc}"
     if problem:
         print(problem, file=sys.stderr)
         return EXIT_USAGE
-    results = asyncio.run(check_server(args.url, args.wait))
+    results = asyncio.run(check_server(args.url, args.wait, args.ca_file))
     for result in results:
         print(result.line())
     required = [r for r in results if r.required]

@@ -178,7 +178,11 @@ def test_executor_and_target_keys_are_checked(tmp_path: Path) -> None:
     bad_urls = problems(tmp_path, '[target]\nurl = "http://h:1/poll"\n[load]\ndask_scheduler = "10.0.0.5:8786"\n')
     assert any("is not a server root: write http://HOST:PORT" in p for p in bad_urls)
     assert any("is not a scheduler address: write tcp://HOST:PORT" in p for p in bad_urls)
-    assert any("https targets need a TLS client" in p for p in problems(tmp_path, '[target]\nurl = "https://h:443"\n'))
+    assert any(
+        "an https target needs a TLS stack" in p for p in problems(tmp_path, '[target]\nurl = "https://h:443"\n')
+    )
+    shaped = problems(tmp_path, '[network]\nrtt_ms = 50\n[target]\nurl = "http://10.0.0.9:8080"\n')
+    assert any("network: an emulated path joins two namespaces" in p for p in shaped)
     wildcard = problems(
         tmp_path, '[server]\nhost = "0.0.0.0"\n[load]\nexecutor = "dask"\ndask_scheduler = "tcp://h:1"\n'
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import sys
@@ -12,6 +13,11 @@ from pathlib import Path
 import pytest
 
 from analysis.report import load_generator_description, server_description
+from loadgen.proxy import ProxyUnavailable, find_haproxy, start_proxy
+from loadgen.tls import CertStore
+from pushbench.config import default_config
+from pushbench.stacks import STACKS
+from servers.check import check_server
 from tests.conftest import ROOT, ServerProcess, timeout
 from tests.test_loadgen_e2e import run_loadgen
 
@@ -144,3 +150,41 @@ def test_a_target_off_the_declared_schedule_fails_the_cell_and_says_why(tmp_path
     assert row["status"] == "failed"
     (warning,) = run.cell_meta(row["cell_id"])["warnings"]
     assert "50.000 ms apart where feed.rate_hz says 100.000 ms" in warning
+
+
+@pytest.mark.stacks
+def test_an_https_target_is_measured_over_tls_with_its_own_ca(
+    tmp_path: Path, server_process: Callable[..., ServerProcess]
+) -> None:
+    """An https:// target (here pushbench's server behind HAProxy, started by the test, not the runner)."""
+    try:
+        find_haproxy()
+    except ProxyUnavailable as exc:
+        pytest.skip(str(exc))
+    server = server_process(
+        "--set", "feed.rate_hz=20", "--set", "feed.payload_bytes=50",
+        "--set", "server.ws_heartbeat_s=0", "--set", "server.sse_heartbeat_s=0",
+    )  # fmt: skip
+    config = default_config(["load.stack=h1-tls"])
+    certs = CertStore()
+    files = certs.for_load(config.load)
+    proxy = start_proxy(
+        stack=STACKS["h1-tls"], server_pem=files.server_pem, ca_file=files.ca_pem, backend_host="127.0.0.1",
+        backend_port=server.port, server=config.server, work_dir=tmp_path / "proxy",
+    )  # fmt: skip
+    try:
+        url = f"https://127.0.0.1:{proxy.port}"
+        checks = asyncio.run(check_server(url, wait_s=timeout(5), ca_file=str(files.ca_pem)))
+        assert [r for r in checks if not r.ok] == []
+        tables = f'[target]\nurl = "{url}"\nca_file = "{files.ca_pem}"\n'
+        run = run_loadgen(tmp_path, tables, args=("--set", "load.stack=h1-tls"), **FAST)  # type: ignore[arg-type]
+    finally:
+        proxy.stop()
+        certs.close()
+    assert run.rc == 0, run.stderr
+    row = run.row(transport="ws")
+    cell = run.cell_meta(row["cell_id"])
+    assert row["status"] == "ok", cell["warnings"]
+    assert row["messages_received"] == row["messages_expected"] == 3 * row["events_published"] > 0
+    assert bool(row["server_measured"]) and row["bytes_down_tls"] > 0  # /stats through the proxy; TLS records
+    assert all(w["clock"]["uncertainty_ns"] is not None for w in cell["workers"])  # GET /time over TLS
