@@ -159,7 +159,7 @@ def delete(ns: str, grace_s: float = 1.0) -> None:
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace_s
         while inside and time.monotonic() < deadline:
-            inside = [pid for pid in inside if pid_alive(pid) and not _zombie(pid)]
+            inside = [pid for pid in inside if not exited(pid)]
             time.sleep(0.02)
         if not inside:
             break
@@ -168,7 +168,8 @@ def delete(ns: str, grace_s: float = 1.0) -> None:
         raise NetnsError(f"ip netns delete {ns}: namespace still there")
 
 
-def _zombie(pid: int) -> bool:
+def exited(pid: int) -> bool:
+    """The process is gone, or a zombie waiting for its parent to reap it."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
