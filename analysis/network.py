@@ -145,9 +145,11 @@ def network_chart(a: Analysis) -> Figure:
                     pts["rtt_ms"], pts[col], linestyle=style, marker=styles[i % len(styles)], color=tt.colour(t),
                     alpha=alpha, markerfacecolor=tt.colour(t) if pct == 50 else "white",
                 )  # fmt: skip
+                if i > 0:
+                    continue  # one set of theoretical lines per panel: the first (baseline) variant's
                 base_ms = float(loopback[col].iloc[0]) if not loopback.empty else 0.0
-                xs = sorted({0.0, *pts["rtt_ms"].tolist()})
-                xs = [x0 + (xs[-1] - xs[0]) * f / 40 for x0 in xs[:-1] for f in range(40)] + [xs[-1]] if xs else xs
+                top = float(pts["rtt_ms"].max())
+                xs = [top * k / 400 for k in range(401)]  # dense: long polling's line has a step at RTT = interval
                 ys = [
                     base_ms
                     + expected_latency_ms(
@@ -215,6 +217,9 @@ def _bandwidth_panel(ax: Axes, a: Analysis, feed: pd.DataFrame) -> None:
                 ax.axvline(load, color=tt.colour(s.transport), linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    rates = sorted(limited["bandwidth_mbit"].unique())
+    ax.set_xticks(rates, [fmt(r) for r in rates])
+    ax.minorticks_off()
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title(f"Latency vs link rate (rtt_ms = {fmt(rtt)})\ndotted: the transport's load without a limit")
     ax.set_xlabel("bandwidth per direction (Mbit/s, log)")
