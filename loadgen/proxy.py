@@ -74,9 +74,7 @@ def proxy_timeouts(server: ServerConfig) -> ProxyTimeouts:
     them: client and server inactivity timeouts outlast ``longpoll_timeout_s`` and twice the SSE heartbeat,
     and a WebSocket tunnel gets an hour (the app server's pings find dead peers).
     """
-    # server.request_header_timeout_s / idle_timeout_s (issue 14's keys) when the schema has them.
-    header_s = float(getattr(server, "request_header_timeout_s", 10.0))
-    idle_s = float(getattr(server, "idle_timeout_s", 60.0))
+    header_s, idle_s = server.request_header_timeout_s, server.idle_timeout_s
     held_s = max(server.longpoll_timeout_s + 5.0, 2 * server.sse_heartbeat_s, 30.0)
     return ProxyTimeouts(
         http_request_s=header_s,

@@ -35,9 +35,10 @@ def test_proxy_timeouts_outlast_held_requests() -> None:
     t = proxy_timeouts(SERVER)
     assert t.server_s == 35.0  # longpoll 30 s + 5 s: a held long poll is never cut by the proxy
     assert t.tunnel_s == 3600
-    assert t.http_request_s == getattr(SERVER, "request_header_timeout_s", 10.0)  # the app server's slowloris limit
-    assert t.keep_alive_s == getattr(SERVER, "idle_timeout_s", 60.0)
-    assert t.client_s == max(t.keep_alive_s, 35.0)
+    assert t.http_request_s == 10.0  # server.request_header_timeout_s: the app server's slowloris limit
+    assert t.keep_alive_s == t.client_s == 75.0  # server.idle_timeout_s
+    short = proxy_timeouts(replace(SERVER, request_header_timeout_s=3.0, idle_timeout_s=5.0))
+    assert (short.http_request_s, short.keep_alive_s, short.client_s) == (3.0, 5.0, 35.0)  # held polls not cut
     assert proxy_timeouts(replace(SERVER, sse_heartbeat_s=40.0)).server_s == 80.0
 
 
