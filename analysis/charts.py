@@ -40,7 +40,7 @@ from analysis.transports import Transports
 # The per-direction layers of the header chart (``derive``'s <direction>_<suffix>_per_event columns), stacked from
 # the bottom, styled as the headline's layers.
 _LAYER = {layer.key: layer for layer in GLANCE_LAYERS}
-LAYERS = (("payload", _LAYER["payload"]), ("overhead", _LAYER["http"]), ("tcpip", _LAYER["tcpip"]))
+LAYERS = tuple((key, _LAYER[key]) for key in ("payload", "http", "tls", "tcpip"))
 
 matplotlib.rcParams.update(
     {
@@ -83,6 +83,8 @@ def describe(base: dict[str, Any], free: tuple[str, ...] = ()) -> str:
         parts.append(f"poll every {fmt(base['poll_interval_s'])} s")
     if not base.get("keepalive", True):
         parts.append("no keep-alive")
+    if "stack" not in free and base.get("stack", "h1") != "h1":
+        parts.append(str(base["stack"]))
     return ", ".join(parts)
 
 
@@ -221,21 +223,24 @@ def headline(a: Analysis) -> Figure:
 
 def header_overhead(a: Analysis) -> Figure:
     tt = a.transports
-    data = slice_cells(a.cells, a.base, free=("payload_bytes", "header_profile", "scenario"))
+    data = slice_cells(a.cells, a.base, free=("payload_bytes", "header_profile", "scenario", "stack"))
     payloads = sorted(data["payload_bytes"].unique()) if not data.empty else []
-    # The baseline scenario and profile get a panel per payload size; every other scenario/profile measured
-    # gets its own panels after them, so no panel is empty.
-    panels: list[tuple[str, str, float]] = [
-        (str(a.base["scenario"]), str(a.base["header_profile"]), p)
+    stacks = a.run.stacks.order(data["stack"].unique()) if "stack" in data.columns else ["h1"]
+    base_stack = str(a.base.get("stack", "h1"))
+    # The baseline scenario, profile and stack get a panel per payload size; every other combination measured
+    # gets its own panels after them (one per stack: h1, h1-tls, h2-tls side by side), so no panel is empty.
+    panels: list[tuple[str, str, float, str]] = [
+        (str(a.base["scenario"]), str(a.base["header_profile"]), p, base_stack)
         for p in payloads
-        if _overhead_panel(data, a.base["scenario"], a.base["header_profile"], p).shape[0]
+        if _overhead_panel(data, a.base["scenario"], a.base["header_profile"], p, base_stack).shape[0]
     ]
     for scenario in ("feed", "echo"):
         for profile in ("minimal", "browser", "custom"):
             for p in payloads:
-                key = (scenario, profile, p)
-                if key not in panels and _overhead_panel(data, scenario, profile, p).shape[0]:
-                    panels.append(key)
+                for stack in stacks:
+                    key = (scenario, profile, p, stack)
+                    if key not in panels and _overhead_panel(data, scenario, profile, p, stack).shape[0]:
+                        panels.append(key)
     ncols = max(1, min(3, len(panels)))
     nrows = max(1, math.ceil(len(panels) / ncols))
     fig = Figure(figsize=(max(6.0, 4.2 * ncols + 0.5), 3.4 * nrows + 1.2), layout="constrained")
@@ -244,9 +249,9 @@ def header_overhead(a: Analysis) -> Figure:
         if k >= len(panels):
             ax.set_visible(False)
             continue
-        scenario, profile, payload = panels[k]
-        panel = _overhead_panel(data, scenario, profile, payload)
-        ax.set_title(f"{scenario}, {profile} headers, {fmt(payload)}-B payload")
+        scenario, profile, payload, stack = panels[k]
+        panel = _overhead_panel(data, scenario, profile, payload, stack)
+        ax.set_title(f"{a.run.stacks.label(stack)}\n{scenario}, {profile} headers, {fmt(payload)}-B payload")
         ticks, names, centres, groups = [], [], [], []
         for i, t in enumerate(transports_in(panel, tt)):
             cell = first(panel[panel["transport"] == t])
@@ -296,14 +301,18 @@ def header_overhead(a: Analysis) -> Figure:
     fig.legend(handles=layer_handles + transport_handles, loc="outside lower center", ncol=min(7, 3 * ncols))
     fig.suptitle(
         "Bytes on the wire per delivered event (↓ server→client, ↑ client→server)\n"
-        f"{describe(a.base, ('payload_bytes', 'header_profile'))}"
+        f"{describe(a.base, ('payload_bytes', 'header_profile', 'stack'))}"
     )
     return fig
 
 
-def _overhead_panel(data: pd.DataFrame, scenario: Any, profile: Any, payload: Any) -> pd.DataFrame:
+def _overhead_panel(data: pd.DataFrame, scenario: Any, profile: Any, payload: Any, stack: str) -> pd.DataFrame:
+    in_stack = data["stack"] == stack if "stack" in data.columns else stack == "h1"
     return data[
-        (data["scenario"] == scenario) & (data["header_profile"] == profile) & (data["payload_bytes"] == payload)
+        (data["scenario"] == scenario)
+        & (data["header_profile"] == profile)
+        & (data["payload_bytes"] == payload)
+        & in_stack
     ]
 
 

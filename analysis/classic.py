@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.fmt import fmt
 from analysis.metrics import extrapolate_mbps, first, slice_cells, transports_in
+from analysis.stacks import Stacks
 from analysis.transports import Transports
 
 CLIENT_COUNTS = (1_000, 10_000, 100_000)
@@ -51,37 +52,53 @@ class ClassicRow:
     wire_mbps: tuple[float, ...]
     reference_mbps: tuple[float, ...] | None
     explanation: str
+    stack: str = "h1"
+    stack_label: str = "HTTP/1.1"
 
 
-def classic_rows(cells: pd.DataFrame, base: Mapping[str, Any], tt: Transports) -> list[ClassicRow]:
-    """One row per transport and header profile, from the baseline feed cell of each."""
-    chosen = slice_cells(cells, {**base, "scenario": "feed"}, free=("header_profile",))
+def classic_rows(
+    cells: pd.DataFrame, base: Mapping[str, Any], tt: Transports, stacks: Stacks | None = None
+) -> list[ClassicRow]:
+    """One row per stack, transport and header profile, from the baseline feed cell of each (stack by stack:
+    one block each, in the stacks' registry order)."""
+    stacks = stacks or Stacks()
+    chosen = slice_cells(cells, {**base, "scenario": "feed"}, free=("header_profile", "stack"))
+    if "stack" not in chosen.columns:
+        chosen = chosen.assign(stack="h1")
     rows = []
-    for transport in transports_in(chosen, tt):
-        for profile in ("minimal", "browser", "custom"):
-            match = chosen[(chosen["transport"] == transport) & (chosen["header_profile"] == profile)]
-            if match.empty:
-                continue
-            cell = first(match)
-            overhead = float(cell["overhead_bytes_per_client_per_s"])
-            wire = float(cell["wire_bytes_per_client_per_s"])
-            rows.append(
-                ClassicRow(
-                    transport=transport,
-                    label=tt.label(transport),
-                    header_profile=profile,
-                    cell_ids=str(cell["cell_ids"]),
-                    events_per_s=float(cell["events_per_s"]),
-                    poll_interval_s=float(cell["poll_interval_s"]),
-                    payload_bytes=float(cell["payload_bytes"]),
-                    overhead_bytes_per_client_per_s=overhead,
-                    wire_bytes_per_client_per_s=wire,
-                    overhead_mbps=tuple(extrapolate_mbps(overhead, n) for n in CLIENT_COUNTS),
-                    wire_mbps=tuple(extrapolate_mbps(wire, n) for n in CLIENT_COUNTS),
-                    reference_mbps=REFERENCE_MBPS.get(transport),
-                    explanation=explain(cell, tt),
-                )
+    for stack, transport, profile in (
+        (s, t, p)
+        for s in stacks.order(chosen["stack"].unique())
+        for t in transports_in(chosen, tt)
+        for p in ("minimal", "browser", "custom")
+    ):
+        match = chosen[
+            (chosen["transport"] == transport) & (chosen["header_profile"] == profile) & (chosen["stack"] == stack)
+        ]
+        if match.empty:
+            continue
+        cell = first(match)
+        overhead = float(cell["overhead_bytes_per_client_per_s"])
+        wire = float(cell["wire_bytes_per_client_per_s"])
+        rows.append(
+            ClassicRow(
+                transport=transport,
+                label=tt.label(transport),
+                header_profile=profile,
+                cell_ids=str(cell["cell_ids"]),
+                events_per_s=float(cell["events_per_s"]),
+                poll_interval_s=float(cell["poll_interval_s"]),
+                payload_bytes=float(cell["payload_bytes"]),
+                overhead_bytes_per_client_per_s=overhead,
+                wire_bytes_per_client_per_s=wire,
+                overhead_mbps=tuple(extrapolate_mbps(overhead, n) for n in CLIENT_COUNTS),
+                wire_mbps=tuple(extrapolate_mbps(wire, n) for n in CLIENT_COUNTS),
+                reference_mbps=REFERENCE_MBPS.get(transport),
+                explanation=explain(cell, tt) + explain_stack(cell, stacks),
+                stack=stack,
+                stack_label=stacks.label(stack),
             )
+        )
     return rows
 
 
@@ -143,6 +160,48 @@ def explain(cell: Mapping[str, Any], tt: Transports) -> str:
         f"cost {fmt(up)} B/s upstream and {fmt(down)} B/s downstream of overhead per client, delivering "
         f"{fmt(events_per_client_s)} events/s per client with {profile}.{once} {common}"
     )
+
+
+def explain_stack(cell: Mapping[str, Any], stacks: Stacks) -> str:
+    """What the stack added to this cell's overhead per event: HTTP framing, TLS (records and handshakes)."""
+    stack = str(cell.get("stack", "h1"))
+    if not stacks.info(stack).tls:
+        return ""
+    text = (
+        f" Over {stacks.label(stack)} the overhead per delivered event was {fmt(cell['http_bytes_per_event'])} B of "
+        f"HTTP framing and {fmt(cell['tls_bytes_per_event'])} B of TLS (record headers and tags, plus handshakes and "
+        "session tickets of connections opened in the window), both directions."
+    )
+    median = cell.get("h2_request_block_median_bytes")
+    if stacks.info(stack).http2 and median is not None and not math.isnan(float(median)):
+        first_block = cell.get("h2_request_block_first_bytes")
+        text += (
+            f" HPACK sent each request's headers in a {fmt(median)}-byte block (median) after the connection's "
+            f"first request, which paid {fmt(first_block)} bytes."
+        )
+    return text
+
+
+def polling_to_websocket(rows: list[ClassicRow]) -> list[tuple[str, str, float]]:
+    """(stack label, header profile, short polling ÷ WebSocket overhead per client per second) for every stack and
+    profile that has both."""
+    out = []
+    for r in rows:
+        if r.transport != "poll":
+            continue
+        ws = next(
+            (w for w in rows if w.transport == "ws" and w.stack == r.stack and w.header_profile == r.header_profile),
+            None,
+        )
+        if ws is not None and ws.overhead_bytes_per_client_per_s > 0:
+            out.append(
+                (
+                    r.stack_label,
+                    r.header_profile,
+                    r.overhead_bytes_per_client_per_s / ws.overhead_bytes_per_client_per_s,
+                )
+            )
+    return out
 
 
 def ws_frame_header_bytes(payload_bytes: float, masked: bool = False) -> int:

@@ -61,6 +61,11 @@ class WireSplit:
     up_payload: float
     up_overhead: float
     up_tcpip: float
+    # The overhead's layers (overhead = http + tls): HTTP framing, and TLS records plus handshakes.
+    down_http: float = math.nan
+    down_tls: float = 0.0
+    up_http: float = math.nan
+    up_tls: float = 0.0
 
     @property
     def total(self) -> float:
@@ -81,6 +86,11 @@ def per_event_split(row: Mapping[str, Any]) -> WireSplit:
     down_tcpip, up_tcpip = split_tcpip_headers(
         float(row["bytes_tcpip_headers"]), float(row["tcp_segments_down"]), float(row["tcp_segments_up"])
     )
+    layers = {}
+    for d in ("down", "up"):
+        tls = float(row.get(f"bytes_{d}_tls", 0.0)) + float(row.get(f"bytes_{d}_tls_handshake", 0.0))
+        layers[f"{d}_tls"] = safe_div(tls, events)
+        layers[f"{d}_http"] = safe_div(float(row.get(f"bytes_{d}_http", row[f"bytes_{d}_overhead"])), events)
     return WireSplit(
         down_payload=safe_div(float(row["bytes_down_payload"]), events),
         down_overhead=safe_div(float(row["bytes_down_overhead"]), events),
@@ -88,6 +98,7 @@ def per_event_split(row: Mapping[str, Any]) -> WireSplit:
         up_payload=safe_div(float(row["bytes_up_payload"]), events),
         up_overhead=safe_div(float(row["bytes_up_overhead"]), events),
         up_tcpip=safe_div(up_tcpip, events),
+        **layers,
     )
 
 
@@ -179,13 +190,18 @@ def derive(summary: pd.DataFrame, polling: Sequence[str]) -> pd.DataFrame:
     whose clients poll on their own schedule (they get ``overhead_bytes_per_poll``)."""
     df = summary.copy()
     splits = [per_event_split(row) for row in records(df)]
-    for name in ("down_payload", "down_overhead", "down_tcpip", "up_payload", "up_overhead", "up_tcpip"):
+    for name in (
+        "down_payload", "down_overhead", "down_tcpip", "up_payload", "up_overhead", "up_tcpip",
+        "down_http", "down_tls", "up_http", "up_tls",
+    ):  # fmt: skip
         df[f"{name}_per_event"] = [getattr(s, name) for s in splits]
     wire = df["bytes_down_tcp"] + df["bytes_up_tcp"] + df["bytes_tcpip_headers"]
     overhead = df["bytes_down_overhead"] + df["bytes_up_overhead"]
     df["events_per_s"] = df["rate_hz"] * df["burst"]
     df["wire_bytes_per_event"] = [s.total for s in splits]
     df["overhead_bytes_per_event"] = [safe_div(o, m) for o, m in zip(overhead, df["messages_received"], strict=True)]
+    df["http_bytes_per_event"] = df["down_http_per_event"] + df["up_http_per_event"]
+    df["tls_bytes_per_event"] = df["down_tls_per_event"] + df["up_tls_per_event"]
     df["wire_bps_total"] = [bits_per_second(b, d) for b, d in zip(wire, df["duration_s"], strict=True)]
     df["wire_bps_per_client"] = df["wire_bps_total"] / df["clients"]
     df["overhead_bytes_per_client_per_s"] = [
@@ -228,6 +244,12 @@ AGGREGATED = (
     "up_payload_per_event",
     "up_overhead_per_event",
     "up_tcpip_per_event",
+    "down_http_per_event",
+    "down_tls_per_event",
+    "up_http_per_event",
+    "up_tls_per_event",
+    "http_bytes_per_event",
+    "tls_bytes_per_event",
     "wire_bytes_per_event",
     "overhead_bytes_per_event",
     "wire_bps_total",
@@ -270,7 +292,7 @@ def aggregate(derived: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for index, group in measured.groupby("cell_index", sort=True):
         head = first(group)
-        row: dict[str, Any] = {"cell_index": index, **{p: head[p] for p in PARAMETERS}}
+        row: dict[str, Any] = {"cell_index": index, **{p: head[p] for p in PARAMETERS if p in head}}
         row["repeats"] = len(group)
         row["cell_ids"] = ", ".join(group["cell_id"])
         for col in AGGREGATED:
@@ -299,7 +321,7 @@ def baseline(
     sections = [s for s in (config or {}).values() if isinstance(s, Mapping)]
     out: dict[str, Any] = {}
     for p in PARAMETERS:
-        if p == "transport":
+        if p == "transport" or p not in pool.columns:
             continue
         present = pool[p].tolist()
         configured = [s[p] for s in sections if p in s]
@@ -335,7 +357,7 @@ def slice_cells(cells: pd.DataFrame, base: Mapping[str, Any], free: Sequence[str
     """The cells equal to ``base`` in every parameter except ``free`` (and transport, always free)."""
     mask = pd.Series(True, index=cells.index)
     for p in PARAMETERS:
-        if p == "transport" or p in free or p not in base:
+        if p == "transport" or p in free or p not in base or p not in cells.columns:
             continue
         mask &= cells[p] == base[p]
     return cells[mask]

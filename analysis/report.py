@@ -19,6 +19,7 @@ from analysis.classic import (
     REFERENCE_WS_FRAME_BYTES,
     ClassicRow,
     classic_rows,
+    polling_to_websocket,
 )
 from analysis.fmt import fmt
 from analysis.glance import REFERENCE_TRANSPORT, GlanceRow, glance_rows
@@ -355,21 +356,30 @@ def classic_html(rows: list[ClassicRow]) -> str:
         keys += [f"overhead_mbps_{n}", f"reference_mbps_{n}"]
     headers.append(f"all bytes at {fmt(CLIENT_COUNTS[-1])} clients, measured (Mbps)")
     keys.append(f"wire_mbps_{CLIENT_COUNTS[-1]}")
-    body = []
-    for r in rows:
-        line: list[Any] = [
-            r.label,
-            r.header_profile,
-            r.cell_ids,
-            r.overhead_bytes_per_client_per_s,
-        ]
-        for i in range(len(CLIENT_COUNTS)):
-            line += [r.overhead_mbps[i], r.reference_mbps[i] if r.reference_mbps else None]
-        line.append(r.wire_mbps[-1])
-        body.append(line)
+    blocks = []
+    ratios = polling_to_websocket(rows)
+    for n, stack_label in enumerate(dict.fromkeys(r.stack_label for r in rows)):
+        body = []
+        for r in (r for r in rows if r.stack_label == stack_label):
+            line: list[Any] = [r.label, r.header_profile, r.cell_ids, r.overhead_bytes_per_client_per_s]
+            for i in range(len(CLIENT_COUNTS)):
+                line += [r.overhead_mbps[i], r.reference_mbps[i] if r.reference_mbps else None]
+            line.append(r.wire_mbps[-1])
+            body.append(line)
+        said = " ".join(
+            f"With the {esc(profile)} header profile, short polling cost {fmt(ratio)}× WebSocket's overhead per "
+            "client per second."
+            for label, profile, ratio in ratios
+            if label == stack_label
+        )
+        blocks.append(
+            f"<h3>Measured over {esc(stack_label)}</h3>"
+            f"{table(headers, body, table_id='classic' if n == 0 else f'classic-{n}', text_cols=(0, 1, 2), keys=keys)}"
+            + (f"<p>{said}</p>" if said else "")
+        )
     explanations = "".join(
-        f"<details><summary><b>{esc(r.label)}, {esc(r.header_profile)}:</b> {esc(first_sentence(r.explanation))}"
-        f"</summary><p>{esc(r.explanation)}</p></details>"
+        f"<details><summary><b>{esc(r.label)}, {esc(r.header_profile)}, {esc(r.stack_label)}:</b> "
+        f"{esc(first_sentence(r.explanation))}</summary><p>{esc(r.explanation)}</p></details>"
         for r in rows
     )
     intro = (
@@ -388,8 +398,8 @@ def classic_html(rows: list[ClassicRow]) -> str:
         return "<h2 id='classic'>The classic table</h2><p>No feed cells at the baseline settings.</p>"
     return (
         f"<h2 id='classic-table'>The classic table</h2>{intro}"
-        f"{table(headers, body, table_id='classic', text_cols=(0, 1, 2), keys=keys)}"
-        f"<h3>How the measured figures differ from the reference, and why</h3>{explanations}"
+        + "".join(blocks)
+        + f"<h3>How the measured figures differ from the reference, and why</h3>{explanations}"
     )
 
 
@@ -481,7 +491,7 @@ def render(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str:
         what_was_run(a),
         "<h2 id='charts'>Charts</h2>",
         *(chart_html(name, svg, png) for name, (svg, png) in charts.items() if name != "headline"),
-        classic_html(classic_rows(a.cells, a.base, a.transports)),
+        classic_html(classic_rows(a.cells, a.base, a.transports, a.run.stacks)),
         headlines_html(a),
         cells_html(a),
         warnings_html(found),

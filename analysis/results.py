@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analysis.stacks import Stacks, with_stack_columns
+from analysis.stacks import from_run_json as stacks_from_run_json
 from analysis.transports import Transports, from_run_json
 
 FORMAT_VERSION = 1
@@ -106,7 +108,10 @@ CELL_PARAMETERS = (
     "poll_interval_s",
     "keepalive",
     "ws_compress",
+    "stack",
 )
+# Keys a sweep may set that say how a cell is run, not what it measures: they do not make a cell different.
+NOT_CELL_KEYS = ("repeat", "load.repeat")
 HISTOGRAM_COLUMNS = ("cell_id", "repeat", "kind", "unit", "lowest", "highest", "significant_digits", "encoded")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -130,6 +135,7 @@ class Run:
     summary: pd.DataFrame
     histograms: dict[tuple[str, int], str]  # (cell_id, repeat) -> HdrHistogram.encode() text, microseconds
     transports: Transports  # run.json ``transports`` (the four built-ins for older runs)
+    stacks: Stacks = field(default_factory=Stacks)  # run.json ``stacks`` (the three built-ins for older runs)
 
     @property
     def name(self) -> str:
@@ -148,14 +154,15 @@ def load_run(path: str | Path) -> Run:
             f"{folder}: is an unfinished run (name starts with '.'; the load generator never renamed it)"
         )
     meta = read_run_json(folder / "run.json")
-    summary = read_summary(folder / "summary.csv")
+    summary = with_stack_columns(read_summary(folder / "summary.csv"))
     attach_cells(summary, meta, folder / "run.json", folder / "summary.csv")
     histograms = read_histograms(folder / "histograms.parquet", summary)
     try:
         transports = from_run_json(meta.get("transports"))
+        stacks = stacks_from_run_json(meta.get("stacks"))
     except ValueError as exc:
         raise ResultsError(f"{folder / 'run.json'}: {exc}") from None
-    return Run(folder, meta, summary, histograms, transports)
+    return Run(folder, meta, summary, histograms, transports, stacks)
 
 
 def read_run_json(path: Path) -> dict[str, Any]:
@@ -268,7 +275,11 @@ def attach_cells(summary: pd.DataFrame, meta: dict[str, Any], run_json: Path, su
             raise ResultsError(f"{run_json}: cells has no entry for cell_id {cell_id!r} (row {i + 2} of {summary_csv})")
         indices.append(cell["index"])
         varied = cell.get("varied") or {}
-        extra = {k: v for k, v in varied.items() if k not in CELL_PARAMETERS} if isinstance(varied, dict) else {}
+        extra = (
+            {k: v for k, v in varied.items() if k not in CELL_PARAMETERS and k not in NOT_CELL_KEYS}
+            if isinstance(varied, dict)
+            else {}
+        )
         extras.append(json.dumps(extra, sort_keys=True) if extra else "")
     summary["cell_index"] = indices
     summary["varied_extra"] = extras

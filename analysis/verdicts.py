@@ -182,13 +182,17 @@ def lighter_headers(a: Analysis) -> Verdict:
         "Lighter headers: WebSocket frames cost a few bytes where every HTTP poll repeats hundreds of bytes of headers."
     )
     tt = a.transports
-    chosen = slice_cells(a.cells, feed_base(a), free=("header_profile",))
+    chosen = slice_cells(a.cells, feed_base(a), free=("header_profile", "stack"))
+    if "stack" not in chosen.columns:
+        chosen = chosen.assign(stack="h1")
     sentences = []
     outcomes = []
-    for profile in ("minimal", "browser", "custom"):
-        group = chosen[chosen["header_profile"] == profile]
+    stacks = a.run.stacks.order(chosen["stack"].unique())
+    for stack, profile in ((s, p) for s in stacks for p in ("minimal", "browser", "custom")):
+        group = chosen[(chosen["header_profile"] == profile) & (chosen["stack"] == stack)]
         if group.empty:
             continue
+        over = f"Over {a.run.stacks.label(stack)}, w" if len(stacks) > 1 else "W"
         parts = []
         for t in transports_in(group, tt):
             c = first(group[group["transport"] == t])
@@ -196,12 +200,22 @@ def lighter_headers(a: Analysis) -> Verdict:
                 f"{tt.label(t)} {fmt(c['overhead_bytes_per_event'])} B ({fmt(c['wire_bytes_per_event'])} B on the wire "
                 f"with payload and TCP/IP)"
             )
-        sentences.append(f"With the {profile} header profile, overhead per delivered event: " + "; ".join(parts) + ".")
+        sentences.append(
+            f"{over}ith the {profile} header profile, overhead per delivered event: " + "; ".join(parts) + "."
+        )
         ws, poll = _cell(group, "ws"), _cell(group, "poll")
         if ws is not None and poll is not None:
             w, p = float(ws["overhead_bytes_per_event"]), float(poll["overhead_bytes_per_event"])
             if w > 0 and not math.isnan(p):
-                sentences.append(f"Short polling spent {fmt(p / w)}× WebSocket's overhead per event.")
+                sentences.append(
+                    f"Over {a.run.stacks.label(stack)} a {profile} poll cost {fmt(p)} bytes of overhead per event "
+                    f"against {fmt(w)} for WebSocket: short polling spent {fmt(p / w)}× WebSocket's overhead per event"
+                    + (
+                        f" (TLS: {fmt(poll['tls_bytes_per_event'])} and {fmt(ws['tls_bytes_per_event'])} B of it)."
+                        if a.run.stacks.info(stack).tls
+                        else "."
+                    )
+                )
             outcomes.append(w < p)
             tw, tp = float(ws["wire_bytes_per_event"]), float(poll["wire_bytes_per_event"])
             if tw > 0:
