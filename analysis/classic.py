@@ -182,6 +182,40 @@ def explain_stack(cell: Mapping[str, Any], stacks: Stacks) -> str:
     return text
 
 
+def article_header_sizes(article: Mapping[str, Any]) -> tuple[int, int]:
+    """(characters, bytes on the wire) of the article's request and response: every character of the request
+    line, the header lines and the status line, without line ends; and the same as HTTP/1.1 sends it, each line
+    ended by CRLF and each message by a blank line (CRLF)."""
+    request = [str(article["request_line"]), *(f"{n}: {v}" for n, v in article["request_headers"])]
+    response = [str(article["status_line"]), *(f"{n}: {v}" for n, v in article["response_headers"])]
+    chars = sum(len(line) for line in request + response)
+    return chars, chars + 2 * (len(request) + len(response)) + 2 * 2
+
+
+def reference_case(article: Mapping[str, Any], cells: pd.DataFrame, stacks: Stacks) -> str:
+    """What the article's own headers cost: counted from its text, and measured per stack (classic2010 cells)."""
+    chars, wire = article_header_sizes(article)
+    lines = 2 + len(article["request_headers"]) + len(article["response_headers"])
+    text = (
+        f"The reference's 871 bytes are its {lines} header lines (request line, {len(article['request_headers'])} "
+        f"request headers, status line, {len(article['response_headers'])} response headers) counted as characters "
+        f"without line ends: {fmt(chars)}. On the wire HTTP/1.1 ends every line with CRLF and each message with a "
+        f"blank line: the same headers are {fmt(wire)} bytes."
+    )
+    polls = cells[(cells["transport"] == "poll") & (cells["header_profile"] == "classic2010")]
+    if "stack" in polls.columns and not polls.empty:
+        measured = [
+            f"{fmt(first(polls[polls['stack'] == s])['overhead_bytes_per_poll'])} over {stacks.label(s)}"
+            for s in stacks.order(polls["stack"].unique())
+        ]
+        text += (
+            " Measured with those request headers (header_profile = classic2010; our request line, status line and "
+            "JSON answer instead of the article's) and its X-Powered-By and Server response headers, one poll cost "
+            f"{', '.join(measured)} bytes of overhead (both directions, TLS included where there is TLS)."
+        )
+    return text
+
+
 def polling_to_websocket(rows: list[ClassicRow]) -> list[tuple[str, str, float]]:
     """(stack label, header profile, short polling ÷ WebSocket overhead per client per second) for every stack and
     profile that has both."""

@@ -20,6 +20,7 @@ from analysis.classic import (
     ClassicRow,
     classic_rows,
     polling_to_websocket,
+    reference_case,
 )
 from analysis.fmt import fmt
 from analysis.glance import REFERENCE_TRANSPORT, GlanceRow, glance_rows
@@ -409,6 +410,15 @@ def first_sentence(text: str) -> str:
     return head + "." if dot and rest else text
 
 
+def reference_case_html(a: Analysis) -> str:
+    """The article's own case (a run with the classic2010 header profile, e.g. configs/classic.toml)."""
+    profile = (a.run.meta.get("header_profiles") or {}).get("classic2010") or {}
+    article = profile.get("article")
+    if not isinstance(article, dict):
+        return ""
+    return f"<h3 id='reference-case'>The reference's own case</h3><p>{esc(reference_case(article, a.cells, a.run.stacks))}</p>"
+
+
 def cells_html(a: Analysis) -> str:
     rows = records(a.run.summary[SUMMARY_COLUMNS])
     body = [[r[c] for c in SUMMARY_COLUMNS] for r in rows]
@@ -492,6 +502,7 @@ def render(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str:
         "<h2 id='charts'>Charts</h2>",
         *(chart_html(name, svg, png) for name, (svg, png) in charts.items() if name != "headline"),
         classic_html(classic_rows(a.cells, a.base, a.transports, a.run.stacks)),
+        reference_case_html(a),
         headlines_html(a),
         cells_html(a),
         warnings_html(found),

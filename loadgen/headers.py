@@ -5,6 +5,10 @@
 - ``browser``: the headers real Chromium sent on a same-origin ``fetch()`` and WebSocket handshake, recorded
   into ``configs/browser_profile.json`` by ``make browser-profile``, plus a ``Cookie`` of ``load.cookie_bytes``.
 - ``custom``: ``Host`` plus ``load.custom_headers``.
+- ``classic2010``: the request headers of the polling example in Lubbers & Greco (2010), the case behind the
+  classic "871 bytes per poll" (Firefox 3.5, its Cookie, Referer, Keep-Alive ...), exactly as printed, from
+  ``configs/classic2010_headers.json`` (which also holds the article's response headers, for
+  ``server.extra_headers``, and its request and status lines, recorded in run.json for the report).
 
 Header size is the heart of the comparison, so ``header_block_bytes`` says exactly what a profile costs.
 """
@@ -23,6 +27,9 @@ from pushbench.config import LoadConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_PROFILE_PATH = ROOT / "configs" / "browser_profile.json"
+CLASSIC2010_PATH = ROOT / "configs" / "classic2010_headers.json"
+# Connection-specific fields a WebSocket handshake replaces with its own (Connection: Upgrade).
+_WS_REPLACED = ("connection", "keep-alive")
 # Set by the handshake itself; a browser profile's values for these are replaced (a fresh key per connection).
 WS_LIBRARY_HEADERS = ("upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions")
 
@@ -166,6 +173,18 @@ def load_browser_profile(path: str | os.PathLike[str] = BROWSER_PROFILE_PATH) ->
     return data
 
 
+def load_classic2010(path: Path = CLASSIC2010_PATH) -> dict[str, Any]:
+    """The article's headers (request line and headers, status line and response headers)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"{path}: cannot read the classic2010 headers: {exc}") from None
+    missing = [k for k in ("request_line", "request_headers", "status_line", "response_headers") if k not in data]
+    if missing:
+        raise ProfileError(f"{path}: {missing[0]}: missing")
+    return dict(data)
+
+
 def resolve_profile_path(path: str | os.PathLike[str]) -> Path:
     """A relative path is taken from the current folder when it exists there, else from the repository root."""
     p = Path(path)
@@ -184,6 +203,11 @@ def make_profile(load: LoadConfig, browser_profile_path: str | os.PathLike[str] 
         custom = [(n, v) for n, v in load.custom_headers.items()]
         base = [] if _has(custom, "host") else list(host)
         return HeaderProfile("custom", base + custom, base + custom, source="load.custom_headers")
+    if name == "classic2010":
+        article = load_classic2010()
+        fetch = _header_list(article["request_headers"], "request_headers", CLASSIC2010_PATH)
+        ws = [h for h in fetch if h[0].lower() not in _WS_REPLACED]
+        return HeaderProfile("classic2010", fetch, ws, source=str(CLASSIC2010_PATH), details={"article": article})
     if name == "browser":
         path = resolve_profile_path(browser_profile_path or load.browser_profile_file or BROWSER_PROFILE_PATH)
         data = load_browser_profile(path)

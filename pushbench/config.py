@@ -24,7 +24,7 @@ from typing import Any, get_type_hints
 from pushbench import stacks, transports
 
 SCENARIOS = ("feed", "echo")
-HEADER_PROFILES = ("minimal", "browser", "custom")
+HEADER_PROFILES = ("minimal", "browser", "custom", "classic2010")
 EXECUTORS = ("local", "dask")
 
 Check = Callable[[Any], str | None]
