@@ -106,15 +106,18 @@ class ClientContext:
     # their own HTTP/1.1 TLS connections (``h1_fallback``: ALPN offers http/1.1 only), as a browser does.
     extended_connect: bool | None = None
     h1_fallback: bool = False
-    _ssl: ssl.SSLContext | None = None
+    _ssl: dict[tuple[str, ...], ssl.SSLContext] = field(default_factory=dict)
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context of the cell's stack (one per worker), None in cleartext."""
-        if self.plan.stack_spec.tls and self._ssl is None:
-            stack = self.plan.stack_spec
-            self._ssl = client_context(stack, self.plan.ca_file, ("http/1.1",) if self.h1_fallback else stack.alpn)
-        return self._ssl
+        """The TLS context of the cell's stack (one per worker and ALPN offer), None in cleartext."""
+        stack = self.plan.stack_spec
+        if not stack.tls:
+            return None
+        offer = ("http/1.1",) if self.h1_fallback else stack.alpn
+        if offer not in self._ssl:
+            self._ssl[offer] = client_context(stack, self.plan.ca_file, offer)
+        return self._ssl[offer]
 
     clock_offset_ns: int = 0  # server clock minus this host's, added to receive times (feed: ts is the server's)
 

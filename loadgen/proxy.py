@@ -95,6 +95,7 @@ def haproxy_config(
     timeouts: ProxyTimeouts,
     max_connections: int,
     keepalive: bool = True,
+    extended_connect: bool = True,
 ) -> str:
     """The whole ``haproxy.cfg`` of one cell.
 
@@ -103,6 +104,7 @@ def haproxy_config(
     ``h2-workaround-bogus-websocket-clients`` is set); no logging, no added headers: the proxy changes no byte
     of the exchange except what the protocol conversion must. ``keepalive`` false (``server.keepalive``) closes
     the client's connection after every response (``option httpclose``), as the app server would without a proxy.
+    ``extended_connect`` false (``server.h2_extended_connect``) stops advertising RFC 8441.
     """
     backend = f"[{backend_host}]:{backend_port}" if ":" in backend_host else f"{backend_host}:{backend_port}"
     alpn = f" alpn {','.join(stack.alpn)}" if stack.alpn else ""
@@ -113,6 +115,7 @@ def haproxy_config(
             "    nbthread 1",
             f"    maxconn {max_connections}",
             "    ssl-default-bind-options ssl-min-ver TLSv1.3",
+            *([] if extended_connect else ["    h2-workaround-bogus-websocket-clients"]),
             "",
             "defaults",
             "    mode http",
@@ -263,6 +266,7 @@ def start_proxy(
             timeouts=proxy_timeouts(server),
             max_connections=proxy_maxconn(server.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
             keepalive=server.keepalive,
+            extended_connect=server.h2_extended_connect,
         )
     )
     log = log_path.open("wb")

@@ -150,6 +150,11 @@ class ServerConfig:
         "is closed",
         _positive,
     )
+    h2_extended_connect: bool = setting(
+        True,
+        "stack h2-tls: the proxy advertises RFC 8441 (WebSocket over an HTTP/2 stream); false: WebSockets take their "
+        "own HTTP/1.1 TLS connection, as in front of a proxy without RFC 8441 (nginx)",
+    )
     max_body_bytes: int = setting(1024 * 1024, "largest HTTP request body (413 beyond)", _at_least(1))
     max_ws_message_bytes: int = setting(1024 * 1024, "largest WebSocket message (close 1009 beyond)", _at_least(1))
     send_buffer_bytes: int = setting(

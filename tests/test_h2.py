@@ -127,3 +127,23 @@ def test_h2_request_costs_frame_header_hpack_block_and_one_record(h2_proxy: tupl
     assert session.up_tally.header_blocks == blocks  # what the client reports: the same sizes
     assert session.up_tally.frame_headers == 9 * 4
     assert blocks[0] > blocks[2] and blocks[2] <= blocks[1]  # the first request pays the full block
+
+
+def test_sslkeylogfile_gets_the_session_secrets(
+    h2_proxy: tuple[ProxyProcess, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As curl and browsers do: with $SSLKEYLOGFILE set, a capture of the run can be decrypted in Wireshark."""
+    proxy, ca = h2_proxy
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+
+    async def main() -> str:
+        conn = await Connection.open(
+            WindowBook(), 0, 1, proxy.host, proxy.port, timeout(10), client_context(STACKS["h2-tls"], ca)
+        )
+        conn.abort()
+        return conn.alpn
+
+    assert asyncio.run(main()) == "h2"
+    text = keylog.read_text()
+    assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in text and "SERVER_TRAFFIC_SECRET_0" in text

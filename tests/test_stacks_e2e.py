@@ -177,3 +177,21 @@ def test_every_transport_and_scenario_over_a_tls_stack(tmp_path: Path, stack: st
         for direction in ("down", "up"):
             layers_add_up(row, direction)
         assert row.bytes_down_tls > 0 and row.proxy_rss_bytes > 0
+
+
+@pytest.mark.stacks
+def test_websocket_without_rfc8441_takes_its_own_http1_connection(tmp_path: Path) -> None:
+    """A proxy that does not advertise RFC 8441: the HTTP/2 client's WebSocket goes over HTTP/1.1 + TLS."""
+    run = run_loadgen(
+        tmp_path,
+        '[matrix]\ntransport = ["ws"]\nstack = ["h2-tls"]\nh2_extended_connect = [false]\n',
+        rate_hz=10,
+        clients=2,
+    )
+    assert run.rc == 0, run.stderr
+    ws = run.row(transport="ws")
+    assert ws.status == "ok", run.cell_meta(ws.cell_id)["warnings"]
+    assert ws.messages_lost == ws.messages_duplicated == 0 and ws.messages_received == ws.messages_expected
+    assert ws.alpn == "http/1.1"  # the fallback, recorded
+    n = ws.messages_received
+    assert ws.bytes_down_http == 2 * n and ws.bytes_down_tls == 22 * n  # RFC 6455 frames, no HTTP/2 framing

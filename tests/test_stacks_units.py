@@ -64,6 +64,11 @@ def test_haproxy_config_for_each_stack() -> None:
         backend_port=81, timeouts=t, max_connections=5, keepalive=False,
     )  # fmt: skip
     assert "    option httpclose\n" in closing
+    no_8441 = haproxy_config(
+        stack=STACKS["h2-tls"], bind="fd@3", server_pem=Path("/t/s.pem"), backend_host="127.0.0.1",
+        backend_port=81, timeouts=t, max_connections=5, extended_connect=False,
+    )  # fmt: skip
+    assert "\n    h2-workaround-bogus-websocket-clients\n" in no_8441
 
 
 def test_proxy_maxconn_fits_the_descriptor_limit() -> None:
