@@ -115,13 +115,15 @@ def summary_table(summaries: list[CellSummary]) -> Table:
     """Per cell: what was delivered, how fast, and what each delivered message cost on the wire (TCP bytes)."""
     table = Table(title="pushbench: one row per cell (B/msg = TCP payload bytes per message received)")
     columns = [
-        ("cell", "cell_id"), ("status", "status"), ("transport", "transport"), ("scenario", "scenario"),
+        ("cell", "cell_id"), ("status", "status"), ("transport", "transport"), ("stack", "stack"), ("scenario", "scenario"),
         ("clients", "clients"), ("recv/exp", None), ("lost", "messages_lost"), ("dup", "messages_duplicated"),
         ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"), ("down B/msg", None),
         ("up B/msg", None), ("conns", "connections_opened"), ("errors", "errors"), ("sat", "saturated"),
     ]  # fmt: skip
     for title, _ in columns:
-        table.add_column(title, justify="right" if title not in ("cell", "status", "transport", "scenario") else "left")
+        table.add_column(
+            title, justify="right" if title not in ("cell", "status", "transport", "stack", "scenario") else "left"
+        )
     for s in summaries:
         r = s.row
         received = r["messages_received"] or 0
