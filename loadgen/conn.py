@@ -673,15 +673,16 @@ async def _handshake_bytes(sock: socket.socket) -> tuple[int, int]:
     try:
         down = read_tcp_info(sock).stream_offsets()[0]
         await asyncio.sleep(0)
-        return down, read_tcp_info(sock).bytes_sent
+        return down, read_tcp_info(sock).data_bytes_sent
     except (OSError, WireCountersUnavailable):
         return 0, 0
 
 
 def _offsets(info: TcpInfo, own_fin: bool) -> tuple[int, int]:
     if own_fin:
-        # After both FINs (state CLOSE): each side's FIN counted one byte.
-        return info.bytes_received - 1, max(0, info.bytes_acked - 2)
+        # State CLOSE: the peer's FIN counted one byte; our FIN too once acknowledged, but a peer that answers it
+        # with a reset (HAProxy may) never acknowledges it: no more than the data sent, either way.
+        return info.bytes_received - 1, max(0, min(info.bytes_acked - 1, info.data_bytes_sent))
     return info.stream_offsets()
 
 

@@ -7,6 +7,7 @@ Offsets follow ``struct tcp_info`` in the kernel's ``include/uapi/linux/tcp.h``:
                                     136 __u32 tcpi_segs_out        (4.2+)
                                     140 __u32 tcpi_segs_in         (4.2+)
                                     200 __u64 tcpi_bytes_sent      (4.19+)
+                                    208 __u64 tcpi_bytes_retrans   (4.19+)
 
 The kernel copies ``min(len, sizeof(struct tcp_info))`` bytes, so a field is trusted only when the returned
 buffer reaches past its end; an older kernel gives ``WireCountersUnavailable`` instead of a silent zero.
@@ -35,6 +36,7 @@ _FIELDS: dict[str, tuple[int, str]] = {
     "segs_out": (136, "I"),
     "segs_in": (140, "I"),
     "bytes_sent": (200, "Q"),
+    "bytes_retrans": (208, "Q"),
 }
 REQUIRED_LENGTH = max(off + struct.calcsize("=" + fmt) for off, fmt in _FIELDS.values())
 
@@ -71,6 +73,12 @@ class TcpInfo:
     segs_out: int
     segs_in: int
     bytes_sent: int
+    bytes_retrans: int = 0
+
+    @property
+    def data_bytes_sent(self) -> int:
+        """Bytes of the sent stream that left at least once (retransmissions not counted; no SYN, no FIN)."""
+        return self.bytes_sent - self.bytes_retrans
 
     @property
     def peer_fin_received(self) -> bool:
