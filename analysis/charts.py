@@ -226,21 +226,18 @@ def header_overhead(a: Analysis) -> Figure:
     data = slice_cells(a.cells, a.base, free=("payload_bytes", "header_profile", "scenario", "stack"))
     payloads = sorted(data["payload_bytes"].unique()) if not data.empty else []
     stacks = a.run.stacks.order(data["stack"].unique()) if "stack" in data.columns else ["h1"]
-    base_stack = str(a.base.get("stack", "h1"))
-    # The baseline scenario, profile and stack get a panel per payload size; every other combination measured
-    # gets its own panels after them (one per stack: h1, h1-tls, h2-tls side by side), so no panel is empty.
+    # The baseline scenario and header profile first, then the others measured; within each, a panel per payload
+    # size and stack (h1, h1-tls, h2-tls side by side), and no empty panel.
+    scenarios = dict.fromkeys([str(a.base["scenario"]), "feed", "echo"])
+    profiles = dict.fromkeys([str(a.base["header_profile"]), "minimal", "browser", "custom", "classic2010"])
     panels: list[tuple[str, str, float, str]] = [
-        (str(a.base["scenario"]), str(a.base["header_profile"]), p, base_stack)
+        (scenario, profile, p, stack)
+        for scenario in scenarios
+        for profile in profiles
         for p in payloads
-        if _overhead_panel(data, a.base["scenario"], a.base["header_profile"], p, base_stack).shape[0]
+        for stack in stacks
+        if _overhead_panel(data, scenario, profile, p, stack).shape[0]
     ]
-    for scenario in ("feed", "echo"):
-        for profile in ("minimal", "browser", "custom"):
-            for p in payloads:
-                for stack in stacks:
-                    key = (scenario, profile, p, stack)
-                    if key not in panels and _overhead_panel(data, scenario, profile, p, stack).shape[0]:
-                        panels.append(key)
     ncols = max(1, min(3, len(panels)))
     nrows = max(1, math.ceil(len(panels) / ncols))
     fig = Figure(figsize=(max(6.0, 4.2 * ncols + 0.5), 3.4 * nrows + 1.2), layout="constrained")
