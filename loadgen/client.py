@@ -18,8 +18,7 @@ from loadgen.metrics import LatencyRecorder, SeqTracker, backoff_s
 from loadgen.tls import client_context
 from pushbench.stacks import DEFAULT_STACK, STACKS, Stack
 from pushbench.transports import TRANSPORTS, Transport
-
-NS_PER_S = 1_000_000_000
+from pushbench.units import NS_PER_S
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator
 from loadgen.client import ClientContext, ClientState, Plan, event_fields
 from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.metrics import next_due_ns, phase_ns
-
-NS_PER_S = 1_000_000_000
+from pushbench.units import NS_PER_S
 
 
 @functools.lru_cache(maxsize=4096)

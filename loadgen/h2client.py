@@ -38,8 +38,8 @@ from loadgen.h2frames import FRAME_HEADER_BYTES, FrameSplitter, FrameType, H2Tal
 from loadgen.headers import H2_DROPPED_HEADERS, h2_request_headers
 from loadgen.metrics import next_due_ns, phase_ns
 from loadgen.poll import parse_poll_body
+from pushbench.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 SETTINGS_TIMEOUT_S = 10.0
 _WS_H1_ONLY = frozenset({"sec-websocket-key"})  # RFC 8441 §5: no key/accept over HTTP/2; the stream is the tunnel
 

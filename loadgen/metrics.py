@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
-NS_PER_S = 1_000_000_000
+from pushbench.units import NS_PER_S
+
 NS_PER_US = 1_000
 
 HDR_LOWEST_US = 1
@@ -277,14 +278,6 @@ class PayloadLedger:
 def overhead_bytes(tcp_bytes: int, payload_bytes: int) -> int:
     """Everything in the TCP byte stream that is not application payload (may be < 0 with compression)."""
     return tcp_bytes - payload_bytes
-
-
-def ws_frame_header_bytes(payload_len: int, masked: bool) -> int:
-    """RFC 6455 §5.2: 2 bytes, +2 for 126..65535 bytes or +8 beyond, +4 when masked (client to server)."""
-    if payload_len < 0:
-        raise ValueError(f"payload length must be >= 0, got {payload_len}")
-    size = 2 if payload_len <= 125 else 4 if payload_len <= 0xFFFF else 10
-    return size + (4 if masked else 0)
 
 
 # --- the load generator itself ------------------------------------------------------------------------------

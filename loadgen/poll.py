@@ -8,8 +8,7 @@ import time
 from loadgen.client import ClientContext, ClientState, stale_resume_point
 from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.metrics import next_due_ns, phase_ns
-
-NS_PER_S = 1_000_000_000
+from pushbench.units import NS_PER_S
 
 
 def parse_poll_body(body: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:

@@ -49,10 +49,10 @@ from pushbench import netns
 from pushbench.config import Cell, FeedConfig, LoadConfig
 from pushbench.stacks import H1_TLS, STACKS
 from pushbench.transports import TRANSPORTS
+from pushbench.units import NS_PER_S
 from servers.check import stats_problems
 
 ROOT = Path(__file__).resolve().parent.parent
-NS_PER_S = 1_000_000_000
 SERVER_START_TIMEOUT_S = 20.0
 DRAIN_S = 1.0  # after the window: events published at its end still arrive
 TCP_STATE_TIME_WAIT = "06"

@@ -35,7 +35,6 @@ from pushbench import netns
 
 CLOCK_EXCHANGES = 8
 CLOCK_TIMEOUT_S = 2.0
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from loadgen.echo import echo_due
 from loadgen.metrics import SeqTracker, due_index_range, encode_histogram, new_histogram
 from pushbench.stacks import DEFAULT_STACK, STACKS
 from pushbench.transports import TRANSPORTS
+from pushbench.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 LAG_PROBE_INTERVAL_S = 0.01
 STOP_GRACE_S = 1.0
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-NS_PER_S = 1_000_000_000
+from pushbench.units import NS_PER_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,14 @@ import contextlib
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from pushbench.transports import Transport
+from pushbench.units import ws_frame_header_bytes
 from servers.fanout import Subscriber, ws_text_frame
 from servers.feed import FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, is_valid_close_code, make_room
 from servers.poll import route_name
 from servers.state import check_future_cursor, events_after, parse_cursor, state
 
-MAX_FRAME_HEADER_BYTES = 10  # a server frame: 2 bytes + 8 for the longest length, no mask (RFC 6455 §5.2)
+MAX_FRAME_HEADER_BYTES = ws_frame_header_bytes(1 << 16, masked=False)  # the longest server frame header: 10 bytes
 SOCKETS = web.AppKey("websockets", set)  # the open WebSocketResponses, closed with 1001 on shutdown
 
 

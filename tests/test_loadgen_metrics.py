@@ -31,9 +31,9 @@ from loadgen.metrics import (
     saturation_reasons,
     summarize_latency,
     window_seq_range,
-    ws_frame_header_bytes,
 )
 from loadgen.worker import _lag_probe
+from pushbench.units import ws_frame_header_bytes
 
 MS = 1_000_000
 

@@ -18,6 +18,7 @@ from conftest import ROOT, run, running_server, timeout
 from matplotlib.colors import to_hex
 from test_loadgen_results import fake_run
 
+from analysis import classic
 from analysis import transports as analysis_transports
 from analysis.charts import server_cost
 from analysis.model import analyse
@@ -27,7 +28,7 @@ from loadgen import sse as sse_client
 from loadgen.headers import make_profile
 from loadgen.results import RunFolder, request_header_bytes, summarize, write_run
 from loadgen.worker import client_main
-from pushbench import transports
+from pushbench import transports, units
 from pushbench.config import ConfigError, default_config, expand_cells
 from pushbench.transports import SSE, TRANSPORTS, registered
 
@@ -131,3 +132,9 @@ def test_analysis_imports_nothing_of_the_code_that_made_the_run() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("payload", [0, 125, 126, 65_535, 65_536])
+def test_analysis_frame_header_copy_agrees_with_the_wire(payload: int) -> None:
+    for masked in (False, True):
+        assert classic.ws_frame_header_bytes(payload, masked) == units.ws_frame_header_bytes(payload, masked)
