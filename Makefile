@@ -60,7 +60,7 @@ test-distributed: $(STAMP)
 # results/conformance-<UTC time>/ and the target fails if any case FAILED. About 6 minutes on 2 cores (12.* and 13.*, compression, take most).
 conformance: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[conformance]'
-	$(PY) -m servers.conformance
+	$(PY) -m tools.conformance
 
 # The browser suite: Debian's Chromium (never a downloaded browser) driven by Playwright's Python package.
 # Without Chromium or Playwright the suite is skipped with the reason, not passed.
@@ -82,7 +82,7 @@ test-browser: $(BROWSER_STAMP) chromium
 # Headed Chromium on an Xvfb screen sends the desktop User-Agent; without Xvfb it records headless (and says so).
 browser-profile: $(STAMP) chromium
 	@command -v Xvfb >/dev/null || apt-get install -y xvfb || echo "warning: no Xvfb; recording headless Chromium"
-	$(PY) -m servers.browser_profile --chromium $(CHROMIUM)
+	$(PY) -m tools.browser_profile --chromium $(CHROMIUM)
 
 # Does the server at URL keep pushbench's endpoint contract (docs/contract.md)? make check-server URL=http://HOST:PORT
 check-server: $(STAMP)

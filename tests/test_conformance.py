@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from servers.conformance import FAST_CASES, FAST_EXCLUDE, is_failed, kosoku_command, run_suite, summarize
+from tools.conformance import FAST_CASES, FAST_EXCLUDE, is_failed, kosoku_command, run_suite, summarize
 
 needs_kosoku = pytest.mark.skipif(
     kosoku_command() is None, reason="kosoku is not installed (pip install -e '.[dev]' or '.[conformance]')"

@@ -9,7 +9,7 @@ import aiohttp
 from conftest import run, running_server
 
 from pushbench.transports import TRANSPORTS
-from servers.browser_profile import (
+from tools.browser_profile import (
     PROFILE_PATH,
     Exchange,
     build_profile,

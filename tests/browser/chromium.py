@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 
-from servers.browser_profile import CHROMIUM, CHROMIUM_FLAGS
+from tools.browser_profile import CHROMIUM, CHROMIUM_FLAGS
 
 SCREENSHOTS = ROOT / "results" / "browser"
 

@@ -20,7 +20,7 @@ import pytest
 from chromium import SCREENSHOTS, launched
 from conftest import ROOT, ServerProcess, timeout
 
-from servers import browser_profile
+from tools import browser_profile
 
 pytestmark = pytest.mark.browser
 
@@ -328,7 +328,7 @@ def test_browser_profile_is_recorded_from_real_chromium(tmp_path: Path, browser:
     out = tmp_path / "browser_profile.json"
     # A process of its own: Playwright's sync API keeps an event loop running in this thread.
     done = subprocess.run(
-        [sys.executable, "-m", "servers.browser_profile", "--out", str(out), "--headless", "--timeout", "30"],
+        [sys.executable, "-m", "tools.browser_profile", "--out", str(out), "--headless", "--timeout", "30"],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout(60),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,6 @@
 """Record the header bytes real Chromium sends and receives, and write ``configs/browser_profile.json``.
 
-``python -m servers.browser_profile [--out FILE]`` (``make browser-profile``) starts a server, puts a raw TCP
+``python -m tools.browser_profile [--out FILE]`` (``make browser-profile``) starts a server, puts a raw TCP
 proxy in front of it that keeps every byte in both directions, has headless Chromium (``/usr/bin/chromium``,
 no Playwright needed) open the page through the proxy, and takes from the recorded streams: a short-poll
 ``fetch`` request and its response, the WebSocket handshake request and its 101, and the SSE response. Byte
@@ -43,7 +43,7 @@ CHROMIUM_FLAGS = (
 RECORD_LIMIT_BYTES = 256 * 1024  # per direction per connection: plenty for header blocks
 PROFILE_PATH = Path(__file__).resolve().parent.parent / "configs" / "browser_profile.json"
 NOTES = (
-    "Recorded by `make browser-profile` (servers/browser_profile.py): Chromium loads the pushbench page "
+    "Recorded by `make browser-profile` (tools/browser_profile.py): Chromium loads the pushbench page "
     "through a raw TCP proxy that keeps every byte. request_header_bytes and response_header_bytes are the "
     "exact bytes of the header block as recorded: request line (or status line) through the blank line that "
     "ends the headers, CRLFs included, with the real host:port, here {recorded_host} (recorded on host:port of "
@@ -289,7 +289,7 @@ async def record(executable: str, timeout_s: float, headed: bool) -> tuple[Recor
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m servers.browser_profile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.browser_profile", description=__doc__)
     parser.add_argument("--out", type=Path, default=PROFILE_PATH, help="profile file to write")
     parser.add_argument("--chromium", default=CHROMIUM, help="Chromium executable (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the requests")

@@ -1,4 +1,4 @@
-"""``python -m servers.conformance``: the Autobahn WebSocket test cases against ``/ws?mode=echo``.
+"""``python -m tools.conformance``: the Autobahn WebSocket test cases against ``/ws?mode=echo``.
 
 Starts ``python -m servers`` on a free loopback port in echo-friendly settings, drives it with ``kosoku``
 (a runner of the Autobahn|Testsuite case files, the ``conformance`` extra), keeps the report (``index.json``,
@@ -173,7 +173,7 @@ def utc_stamp() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m servers.conformance", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.conformance", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", action="append", default=[], metavar="GLOB", help="case id or glob (repeatable)")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="case id or glob to skip")
     parser.add_argument("--fast", action="store_true", help="the few-second subset that make test runs")
