@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pushbench.registry import Registry
+
 
 @dataclass(frozen=True)
 class Stack:
@@ -37,25 +39,10 @@ class Stack:
         return {**asdict(self), "alpn": list(self.alpn), "proxied": self.proxied}
 
 
-STACKS: dict[str, Stack] = {}
-
-
-def register(stack: Stack) -> Stack:
-    """Add a stack to the registry (its name must be new)."""
-    if stack.name in STACKS:
-        raise ValueError(f"stack {stack.name!r} is already registered")
-    STACKS[stack.name] = stack
-    return stack
-
-
-def choices() -> tuple[str, ...]:
-    """The names ``load.stack`` accepts, in registry order."""
-    return tuple(STACKS)
-
-
-def describe() -> dict[str, dict[str, Any]]:
-    """Every stack as run.json records it (``stacks``)."""
-    return {name: s.describe() for name, s in STACKS.items()}
+STACKS: Registry[Stack] = Registry("stack")
+register = STACKS.register
+choices = STACKS.choices
+describe = STACKS.describe
 
 
 H1 = register(Stack("h1", "HTTP/1.1", tls=False, http2=False, alpn=(), scheme="http", hatch=""))

@@ -8,16 +8,15 @@ facts the analysis needs (label, chart style, polls or pushes), which the load g
 Adding a transport is one ``register(Transport(...))`` call here (or in a plugin module), plus its two modules:
 ``servers/<name>.py`` with ``add_routes(app, transport)`` and ``loadgen/<name>.py`` with ``run_feed(ctx, client)``
 (and ``run_echo`` if it echoes other than by ``POST /echo``). Another registry of the same shape (say, the
-network *stacks* a cell runs over) follows this pattern: a frozen record, a name -> record mapping, ``register``,
-``choices()`` for the config schema, and ``describe()`` for run.json.
+network *stacks* a cell runs over) is a frozen record and a ``pushbench.registry.Registry`` of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from pushbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -50,35 +49,11 @@ class Transport:
         return {**asdict(self), "pushes": self.pushes}
 
 
-TRANSPORTS: dict[str, Transport] = {}
-
-
-def register(transport: Transport) -> Transport:
-    """Add a transport to the registry (its name must be new)."""
-    if transport.name in TRANSPORTS:
-        raise ValueError(f"transport {transport.name!r} is already registered")
-    TRANSPORTS[transport.name] = transport
-    return transport
-
-
-@contextmanager
-def registered(transport: Transport) -> Iterator[Transport]:
-    """A transport registered for the duration of a block (tests, plugins tried out)."""
-    register(transport)
-    try:
-        yield transport
-    finally:
-        del TRANSPORTS[transport.name]
-
-
-def choices() -> tuple[str, ...]:
-    """The names ``load.transport`` accepts, in registry order."""
-    return tuple(TRANSPORTS)
-
-
-def describe() -> dict[str, dict[str, Any]]:
-    """Every transport as run.json records it (``transports``)."""
-    return {name: t.describe() for name, t in TRANSPORTS.items()}
+TRANSPORTS: Registry[Transport] = Registry("transport")
+register = TRANSPORTS.register
+registered = TRANSPORTS.registered
+choices = TRANSPORTS.choices
+describe = TRANSPORTS.describe
 
 
 def echo_keys() -> tuple[str, ...]:
