@@ -39,8 +39,8 @@ from loadgen.client import Plan
 from loadgen.headers import make_profile
 from loadgen.runner import ROOT, SERVER_START_TIMEOUT_S, ServerProcess
 from pushbench.config import LoadConfig
+from pushbench.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 PEERS_DIR = ROOT / ".peers" / "node_modules"
 READY_TIMEOUT_S = 30.0
 

@@ -35,7 +35,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-NS_PER_S = 1_000_000_000
+from pushbench.units import NS_PER_S
+
 QUEUE_MAXLEN = 65536  # packets the kernel may hold for us; beyond it the kernel drops (counted: queue_dropped)
 SO_TIMESTAMPNS = 35
 REALTIME_PRIORITY = 10  # SCHED_FIFO, below the kernel's own threads (50)
