@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/bench.toml
 
 .PHONY: setup test test-slow test-stacks test-network haproxy bench bench-network quick lint format clean chromium \
-	test-browser browser-profile conformance check-server test-distributed bench-client
+	test-browser browser-profile conformance check-server test-distributed bench-client bench-scale
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,11 @@ bench: $(STAMP) haproxy
 # Every transport over an emulated network path (root): configs/network.toml and its report, about 6 minutes.
 bench-network: $(STAMP) haproxy $(NETWORK_STAMP)
 	$(PY) -m loadgen --config configs/network.toml
+	$(PY) -m analysis results/latest
+
+# How far each transport goes on this machine: configs/scale.toml (100 to 10,000 clients per transport).
+bench-scale: $(STAMP) haproxy
+	$(PY) -m loadgen --config configs/scale.toml
 	$(PY) -m analysis results/latest
 
 quick: $(STAMP) haproxy

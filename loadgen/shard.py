@@ -32,6 +32,7 @@ from loadgen.clock import ClockOffset, Exchange, correction_uncertainty_ns, esti
 from loadgen.tls import client_context
 from loadgen.worker import WorkerResult, run_worker
 from pushbench import netns
+from pushbench.oslimits import raise_nofile_limit
 
 CLOCK_EXCHANGES = 8
 CLOCK_TIMEOUT_S = 2.0
@@ -199,6 +200,7 @@ async def shard_main(spec: ShardSpec, plan: Plan, loop_name: str, executor: str,
 def run_shard(spec: ShardSpec, plan: Plan, executor: str = "local", core: int | None = None) -> WorkerResult:
     """Run one shard to the end; a failure comes back in ``WorkerResult.failure``, never as an exception."""
     runner, loop_name = event_loop_runner(spec.use_uvloop)
+    raise_nofile_limit()  # two descriptors per client connection: thousands need more than a soft 1024
     try:
         result: WorkerResult = runner(shard_main(spec, plan, loop_name, executor, core))
     except BaseException:

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from pushbench.config import ConfigError, Sections, default_config, load_config
+from pushbench.oslimits import raise_nofile_limit
 from servers.app import count_connections, make_app
 from servers.state import STATE
 
@@ -93,6 +94,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    raise_nofile_limit()  # one descriptor per client connection
     try:
         if args.config == "":  # `--config "$CONFIG"` with CONFIG unset must not silently mean the defaults
             raise ConfigError("--config", ["empty file name"])

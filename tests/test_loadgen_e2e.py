@@ -375,6 +375,32 @@ def test_many_clients_on_two_workers_lose_nothing(tmp_path: Path) -> None:
         assert row.connections_peak == 300  # the server saw every client at once
 
 
+@pytest.mark.slow
+def test_scale_smoke_2000_clients_per_push_transport(tmp_path: Path) -> None:
+    """2,000 clients per push transport at one event per second on two workers (issue 12's smoke test): every
+    event to every client once; the server's fan-out and the lean client keep up."""
+    run = run_loadgen(
+        tmp_path,
+        """
+        [matrix]
+        transport = ["ws", "sse", "longpoll"]
+        """,
+        clients=2000,
+        rate_hz=1,
+        duration_s=3.0,
+        warmup_s=1.0,
+        ramp_up_s=3.0,
+        extra_load="workers = 2",
+    )
+    assert run.rc == 0, run.stderr
+    for row in run.summary.itertuples():
+        meta = run.cell_meta(row.cell_id)
+        assert row.status == "ok", meta["warnings"]
+        assert row.messages_received == row.messages_expected == 2000 * 3, row.transport
+        assert row.messages_lost == 0 and row.messages_duplicated == 0 and row.errors == 0, row.transport
+        assert row.connections_peak == 2000, row.transport
+
+
 def test_echo_latency_is_never_below_the_loopback_round_trip(tmp_path: Path) -> None:
     """An echo reply cannot come back before its intended send time: every sample is a real round trip.
 
