@@ -53,7 +53,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
 
 # Dask shards on a cluster of network-namespace hosts made and removed by the test (root, iproute2); about a minute.
-test-distributed: $(STAMP)
+test-distributed: $(STAMP) $(NETWORK_STAMP)
 	$(PY) -m pytest -m distributed -q -rs
 
 # Every Autobahn WebSocket case (via kosoku) against /ws?mode=echo, compression on; the report is kept in
