@@ -8,7 +8,8 @@ waits. The rules below are HAProxy's (``timeout http-request`` and ``timeout htt
 - ``server.request_header_timeout_s``: the complete head of a connection's first request is due that long after
   the connection opened; on a kept-alive connection the head of a later request is due that long after its first
   byte. Beyond: ``408`` with a JSON body (when the client sent part of a request, so it is waiting for an answer)
-  and the connection is closed; counted in /stats ``rejected.request_timeout``.
+  and the connection is half-closed (the rest of the head is read and dropped for ``LINGER_S``, so no reset
+  destroys the answer), then closed; counted in /stats ``rejected.request_timeout``.
 - ``server.idle_timeout_s``: a connection that has not sent a single byte of a request that long after it opened
   or after its previous response ended is closed without an answer (nothing was asked); counted in
   ``rejected.idle_timeout``. A new connection that stays silent is closed by whichever of the two comes first.
@@ -31,6 +32,7 @@ from aiohttp.web_protocol import RequestHandler
 
 REQUEST_TIMEOUT = "request_timeout"  # /stats rejected kinds
 IDLE_TIMEOUT = "idle_timeout"
+LINGER_S = 2.0  # after a 408: how long the rest of an unfinished head is read and dropped before the close
 # aiohttp's keep-alive timer is set this far beyond both timeouts, as a backstop that never fires first.
 AIOHTTP_BACKSTOP_MARGIN_S = 1.0
 
@@ -96,6 +98,7 @@ class HeadTimeoutHandler(RequestHandler):
     _pb_waiting_since = 0.0
     _pb_first_request = True
     _pb_first_byte_at: float | None = None
+    _pb_lingering = False
 
     def _pb_timeouts(self) -> HeadTimeouts | None:
         return getattr(self._manager, "pushbench_timeouts", None)
@@ -132,13 +135,26 @@ class HeadTimeoutHandler(RequestHandler):
             stats.rejected[kind] += 1
         if self._pb_first_byte_at is not None:
             self.transport.write(timeout_response(timeouts.request_header_s))
+            self._pb_linger(self.transport)
+            return
         self.force_close()  # what aiohttp's own keep-alive timer does: ends start() and closes after the write
+
+    def _pb_linger(self, transport: asyncio.Transport) -> None:
+        """Half-close after the 408 and discard what the client still sends, for up to ``LINGER_S`` (nginx's
+        lingering close): closing a socket with unread input makes the kernel answer with a reset, which can
+        destroy the 408 before the client has read it."""
+        self._pb_lingering = True
+        if transport.can_write_eof():
+            transport.write_eof()  # FIN after the 408: the client reads the answer, then end of stream
+        self._loop.call_later(LINGER_S, transport.close)  # a client that never closes its side is closed anyway
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._pb_wait_for_request(first_request=True)
 
     def data_received(self, data: bytes) -> None:
+        if self._pb_lingering:
+            return  # answered 408 and half-closed: the rest of the unfinished head is read and dropped
         if self._pb_timer is None:  # not waiting for a head: body bytes, WebSocket frames, pipelined requests
             super().data_received(data)
             return

@@ -289,3 +289,36 @@ def test_a_long_poll_held_longer_than_both_timeouts_is_answered_then_its_idle_co
             assert srv.state.stats.rejected == {IDLE_TIMEOUT: 1}, srv.state.stats.rejected
 
     run(body())
+
+
+def test_a_head_still_streaming_in_when_it_times_out_gets_its_408_not_a_reset() -> None:
+    """A client that keeps sending header bytes up to the deadline has unread input at the server when it answers
+    408; a plain close would make the kernel reset the connection and destroy the answer before it is read. The
+    server half-closes instead and drops the rest, so every such client reads the whole 408 and then the end."""
+
+    async def attacker(host: str, port: int) -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        # One header line that keeps growing (about 3 kB by the deadline): under aiohttp's line and count limits.
+        writer.write(f"GET /poll HTTP/1.1\r\nHost: {host}:{port}\r\nX-Flood: ".encode())
+
+        async def flood() -> None:
+            while not writer.is_closing():
+                writer.write(b"x" * 20)
+                await asyncio.sleep(0.002)
+
+        flooding = asyncio.create_task(flood())
+        try:
+            return await asyncio.wait_for(reader.read(), timeout(5))  # until the server's FIN
+        except ConnectionResetError:
+            return b"(reset)"
+        finally:
+            flooding.cancel()
+            writer.close()
+
+    async def body() -> None:
+        async with running_server("server.request_header_timeout_s=0.3", "server.idle_timeout_s=5") as srv:
+            answers = await asyncio.gather(*(attacker(srv.host, srv.port) for _ in range(100)))
+            assert srv.state.stats.rejected == {REQUEST_TIMEOUT: 100}, srv.state.stats.rejected
+        assert all(a == timeout_response(0.3) for a in answers), {a[:40] for a in answers}
+
+    run(body())
