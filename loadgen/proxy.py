@@ -11,11 +11,9 @@ the inherited socket, for runs inside network namespaces.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from loadgen.procs import log_tail, stop_process
 from pushbench import netns
 from pushbench.config import ServerConfig
 from pushbench.stacks import Stack
@@ -182,21 +181,11 @@ class ProxyProcess:
             return None
 
     def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-3:])
-        return ""
+        return log_tail(self.log_path, 3)
 
     def stop(self) -> int | None:
         """SIGTERM (HAProxy stops at once, closing its connections), SIGKILL after 5 s; the exit status."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, 5)
 
 
 def _handshake_ok(host: str, port: int, ca_file: Path, ns: str | None = None) -> bool:

@@ -41,6 +41,7 @@ from loadgen.netpath import (
     path_warning,
     path_window,
 )
+from loadgen.procs import log_tail, stop_process
 from loadgen.proxy import ProxyProcess, ProxyUnavailable, start_proxy
 from loadgen.shard import ShardSpec, measure_offset
 from loadgen.tls import CertificateError, CertStore, client_context
@@ -229,24 +230,15 @@ class ServerProcess(ServerProbe):
         return self.proc.poll() is None
 
     def log_tail(self, lines: int = 5) -> str:
-        with contextlib.suppress(OSError):
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
-        return ""
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 10 s; the exit status."""
         self.close_probe()
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        status = stop_process(self.proc, 10)
         if self.proc.stdout:
             self.proc.stdout.close()
-        return self.proc.returncode
+        return status
 
 
 def external_server(url: str, ca_file: str = "") -> ExternalServer:
