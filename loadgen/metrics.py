@@ -27,6 +27,8 @@ HDR_SIGNIFICANT_DIGITS = 3
 
 CPU_SATURATION_PCT = 80.0
 LOOP_LAG_SATURATION_MS = 10.0
+# A loop that lags less than this fraction of the latencies it timestamps barely changes them (see loop_lag_limit_ms).
+LOOP_LAG_SATURATION_FRACTION = 0.10
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -288,18 +290,39 @@ def cpu_percent(cpu_s: float, wall_s: float) -> float:
     return 100.0 * cpu_s / wall_s if wall_s > 0 else float("nan")
 
 
+def loop_lag_limit_ms(
+    latency_p99_ms: float, floor_ms: float = LOOP_LAG_SATURATION_MS, fraction: float = LOOP_LAG_SATURATION_FRACTION
+) -> float:
+    """The event-loop lag p99 beyond which a worker counts as saturated: max(``floor_ms``, ``fraction`` × latency p99).
+
+    Lag matters because a late loop stamps messages late and inflates the latencies it measures. A once-a-second
+    burst of thousands of messages per worker makes a short lag that is small next to latencies of hundreds of ms;
+    where latencies are small (or unknown: NaN) the absolute floor applies.
+    """
+    if math.isnan(latency_p99_ms):
+        return floor_ms
+    return max(floor_ms, fraction * latency_p99_ms)
+
+
 def saturation_reasons(
     cpu_pct: float,
     loop_lag_p99_ms: float,
+    latency_p99_ms: float = math.nan,
     cpu_limit_pct: float = CPU_SATURATION_PCT,
-    lag_limit_ms: float = LOOP_LAG_SATURATION_MS,
 ) -> list[str]:
-    """Why a worker measured itself rather than the transport; empty when it kept up."""
+    """Why a worker measured itself rather than the transport; empty when it kept up.
+
+    Saturated when its CPU is beyond ``cpu_limit_pct`` of a core, or its loop lag p99 beyond
+    ``loop_lag_limit_ms(latency_p99_ms)`` (the cell's measured latency p99; NaN when it has none).
+    """
     reasons = []
     if cpu_pct > cpu_limit_pct:
         reasons.append(f"load generator CPU {cpu_pct:.0f}% > {cpu_limit_pct:.0f}% of a core")
-    if loop_lag_p99_ms > lag_limit_ms:
-        reasons.append(f"event-loop lag p99 {loop_lag_p99_ms:.1f} ms > {lag_limit_ms:.0f} ms")
+    lag_limit = loop_lag_limit_ms(latency_p99_ms)
+    if loop_lag_p99_ms > lag_limit:
+        rule = f"the larger of {LOOP_LAG_SATURATION_MS:.0f} ms and {LOOP_LAG_SATURATION_FRACTION:.0%} of latency p99"
+        measured = "none measured" if math.isnan(latency_p99_ms) else f"{latency_p99_ms:.1f} ms"
+        reasons.append(f"event-loop lag p99 {loop_lag_p99_ms:.1f} ms > {lag_limit:.1f} ms ({rule}, {measured})")
     return reasons
 
 

@@ -180,7 +180,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
     wire = byte_totals([rec for _, rec in records])
     errors = error_counts(results)
     per_worker = worker_health(results)
-    sat = saturation(per_worker)
+    sat = saturation(per_worker, latency.p99_ms)
     if run.network:  # on an emulated path the delay lines are part of the instrument
         sat = replace(sat, reasons=sat.reasons + tuple(delay_line_saturation(run.network, cell.network.one_way_ms)))
     transport = TRANSPORTS[load.transport]

@@ -190,13 +190,14 @@ class Saturation:
         return "saturated: " + "; ".join(self.reasons) + waited + where + " (this cell measured the client)"
 
 
-def saturation(per_worker: Sequence[Mapping[str, Any]]) -> Saturation:
-    """Did the load generator keep up? Judged by its busiest worker's CPU and its worst loop lag."""
+def saturation(per_worker: Sequence[Mapping[str, Any]], latency_p99_ms: float = math.nan) -> Saturation:
+    """Did the load generator keep up? Judged by its busiest worker's CPU and its worst loop lag, the lag against
+    the cell's latency p99 (``loadgen.metrics.loop_lag_limit_ms``)."""
     cpu_pcts = [w["cpu_pct"] for w in per_worker if w["cpu_pct"] is not None]
     lags = [w["loop_lag_p99_ms"] for w in per_worker if w["loop_lag_p99_ms"] is not None]
     waits = [w["runqueue_wait_pct"] for w in per_worker if w["runqueue_wait_pct"] is not None]
     busiest, worst = max(cpu_pcts, default=math.nan), max(lags, default=math.nan)
-    reasons = tuple(saturation_reasons(busiest, worst)) if cpu_pcts else ()
+    reasons = tuple(saturation_reasons(busiest, worst, latency_p99_ms)) if cpu_pcts else ()
     hosts: tuple[str, ...] = ()
     if reasons and any(w["host"].get("executor") == "dask" for w in per_worker if w.get("host")):
         hosts = tuple(
@@ -204,7 +205,8 @@ def saturation(per_worker: Sequence[Mapping[str, Any]]) -> Saturation:
                 {
                     host_label(w["host"])
                     for w in per_worker
-                    if w.get("host") and saturation_reasons(w["cpu_pct"] or 0.0, w["loop_lag_p99_ms"] or 0.0)
+                    if w.get("host")
+                    and saturation_reasons(w["cpu_pct"] or 0.0, w["loop_lag_p99_ms"] or 0.0, latency_p99_ms)
                 }
             )
         )

@@ -21,6 +21,7 @@ from loadgen.metrics import (
     due_index_range,
     encode_histogram,
     latency_us,
+    loop_lag_limit_ms,
     merge_histograms,
     new_histogram,
     next_due_ns,
@@ -225,6 +226,32 @@ def test_saturation_rule() -> None:
     assert len(saturation_reasons(80.1, 1.0)) == 1
     assert len(saturation_reasons(5.0, 10.5)) == 1
     assert len(saturation_reasons(95.0, 50.0)) == 2
+
+
+def test_loop_lag_limit_is_relative_to_the_latency_it_measures() -> None:
+    assert loop_lag_limit_ms(math.nan) == 10.0  # no latency measured: the absolute floor
+    assert loop_lag_limit_ms(40.0) == 10.0  # 10 % of 40 ms is 4 ms: the floor is larger
+    assert loop_lag_limit_ms(100.0) == 10.0  # exactly at the crossover
+    assert loop_lag_limit_ms(174.0) == pytest.approx(17.4)
+    assert loop_lag_limit_ms(1500.0) == pytest.approx(150.0)
+
+
+def test_saturation_rule_with_the_cells_latency() -> None:
+    # The SSE cell at 10,000 clients: lag p99 13 ms, latency p99 174 ms: 13 <= 17.4, the client kept up.
+    assert saturation_reasons(5.0, 13.0, 174.0) == []
+    # The same lag where latencies are small: 10 % of 20 ms is 2 ms, so the 10 ms floor applies and 13 > 10.
+    assert saturation_reasons(5.0, 13.0, 20.0) == [
+        "event-loop lag p99 13.0 ms > 10.0 ms (the larger of 10 ms and 10% of latency p99, 20.0 ms)"
+    ]
+    # Latency p99 1.5 s: the limit is 150 ms; 146 ms is within it, 160 ms beyond it.
+    assert saturation_reasons(5.0, 146.0, 1500.0) == []
+    assert saturation_reasons(5.0, 160.0, 1500.0) == [
+        "event-loop lag p99 160.0 ms > 150.0 ms (the larger of 10 ms and 10% of latency p99, 1500.0 ms)"
+    ]
+    assert saturation_reasons(5.0, 12.0) == [
+        "event-loop lag p99 12.0 ms > 10.0 ms (the larger of 10 ms and 10% of latency p99, none measured)"
+    ]
+    assert saturation_reasons(90.0, 1.0, 500.0) == ["load generator CPU 90% > 80% of a core"]  # CPU rule unchanged
     assert cpu_percent(0.5, 2.0) == 25.0
     assert math.isnan(cpu_percent(1.0, 0.0))
 

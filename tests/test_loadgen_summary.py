@@ -94,6 +94,16 @@ def test_saturation_is_judged_by_the_busiest_worker_and_says_why() -> None:
     assert math.isnan(nobody.busiest_cpu_pct) and not nobody.saturated
 
 
+def test_saturation_judges_loop_lag_against_the_cells_latency_p99() -> None:
+    workers = [health(5.0, 9.0), health(6.0, 13.0)]
+    assert saturation(workers).saturated  # no latency known: 13 ms > the 10 ms floor
+    assert not saturation(workers, latency_p99_ms=174.0).saturated  # 13 ms <= 17.4 ms
+    small = saturation(workers, latency_p99_ms=30.0)  # 10 % of 30 ms is 3 ms: the floor, 13 ms > 10 ms
+    assert small.reasons == (
+        "event-loop lag p99 13.0 ms > 10.0 ms (the larger of 10 ms and 10% of latency p99, 30.0 ms)",
+    )
+
+
 def test_status_and_warnings_in_order() -> None:
     assert cell_status("ok", 0) == "ok"
     assert cell_status("ok", 3) == "incomplete"
