@@ -7,6 +7,7 @@ file and column at fault, when results are missing or malformed; nothing is writ
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -30,6 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="pick the cell the charts hold fixed, e.g. --baseline clients=1000 (repeatable)",
+    )
+    parser.add_argument(
+        "--capacity-p99",
+        metavar="SECONDS",
+        help="the capacity table's p99 threshold, instead of run.json's report.capacity_p99_s (default 1 s)",
     )
     args = parser.parse_args(argv)
     if bool(args.results_dir) == bool(args.compare):
@@ -58,10 +64,26 @@ def parse_baseline(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def parse_capacity_p99(raw: str | None) -> float | None:
+    """``--capacity-p99 SECONDS`` as a number > 0 (None when not given); ValueError naming the option and key."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"--capacity-p99 {raw!r}: report.capacity_p99_s must be a number of seconds > 0, e.g. --capacity-p99 0.5"
+        )
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         overrides = parse_baseline(args.baseline)
+        capacity_p99_s = parse_capacity_p99(args.capacity_p99)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -71,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             from analysis.compare import format_comparison
 
-            a, b = (analyse(load_run(p), overrides) for p in args.compare)
+            a, b = (analyse(load_run(p), overrides, capacity_p99_s) for p in args.compare)
             print(format_comparison(a, b))
             return 0
-        analysis = analyse(load_run(args.results_dir), overrides)
+        analysis = analyse(load_run(args.results_dir), overrides, capacity_p99_s)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,9 +23,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter
 
-from analysis.fmt import fmt
+from analysis.capacity import FANOUT_TARGET_CLIENTS, FANOUT_TARGET_PER_CPU_S, capacities
+from analysis.fmt import fmt, fmt_bound
 from analysis.glance import LAYERS as GLANCE_LAYERS
-from analysis.glance import glance_rows, layers_drawn
+from analysis.glance import cpu_ms_per_thousand_events_bound, glance_rows, layers_drawn
 from analysis.metrics import (
     first,
     loglog_slope,
@@ -536,7 +537,8 @@ def server_cost(a: Analysis) -> Figure:
                 [float(cell["server_cpu_ms_per_1k_events__max"]) - v],
             ]
         ax1.bar(i, v, yerr=err, color=tt.colour(t), capsize=3)
-        ax1.annotate(fmt(v), (i, v), ha="center", va="bottom", fontsize=7, xytext=(6, 0), textcoords="offset points")
+        label = fmt_bound(v, cpu_ms_per_thousand_events_bound(cell))  # "< x" when the CPU read 0 ticks
+        ax1.annotate(label, (i, v), ha="center", va="bottom", fontsize=7, xytext=(6, 0), textcoords="offset points")
     if ts:
         ax1.set_xticks(range(len(ts)), [tt.label(t) for t in ts])
     else:
@@ -611,6 +613,94 @@ def scaling(a: Analysis) -> Figure:
     return fig
 
 
+# 7. Capacity -------------------------------------------------------------------------------------------------
+
+STACK_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def reference_line(ax: Axes, y: float, label: str) -> None:
+    """A dashed horizontal line labelled at its right end, then log axes and the legend (the capacity panels)."""
+    ax.axhline(y, color="#555555", linestyle="--", linewidth=1)
+    ax.annotate(
+        label, (0.99, y), xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points", ha="right",
+        fontsize=7, color="#555555",
+    )  # fmt: skip
+    _log_if_positive(ax, "both")
+    ax.legend(loc="best", fontsize=7)
+
+
+def capacity(a: Analysis) -> Figure:
+    """Left: the worst repeat's p99 against clients, with the capacity threshold; filled markers passed, hollow ones
+    failed (over the threshold, lost messages, saturated or stopped). Right: the server's fan-out, deliveries per
+    server CPU-second, against clients, with issue 12's target."""
+    tt = a.transports
+    caps = capacities(a)
+    stacks = list(dict.fromkeys(c.stack for c in caps))
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for c in caps:
+        colour = tt.colour(c.transport)
+        marker, size = tt.marker(c.transport)
+        style = STACK_LINESTYLES[stacks.index(c.stack) % len(STACK_LINESTYLES)]
+        label = tt.label(c.transport) + (f", {c.stack_label}" if len(stacks) > 1 else "")
+        xs = [s.clients for s in c.sizes]
+        ax1.plot(
+            xs, [s.p99_ms for s in c.sizes], color=colour, linestyle=style, marker=marker, markersize=size + 1,
+            label=label,
+        )  # fmt: skip
+        failed = [s for s in c.sizes if not s.passed]
+        if failed:
+            ax1.plot(
+                [s.clients for s in failed], [s.p99_ms for s in failed], marker=marker, markersize=size + 1,
+                linestyle="none", color=colour, markerfacecolor="white",
+            )  # fmt: skip
+        if c.capacity is not None and c.stopped is not None:
+            ax1.annotate(
+                fmt(c.capacity.clients),
+                (c.capacity.clients, c.capacity.p99_ms),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color=colour,
+            )
+        fanout = [(s.clients, s.deliveries_per_cpu_s) for s in c.sizes if not math.isnan(s.deliveries_per_cpu_s.value)]
+        if fanout:
+            ax2.plot(
+                [x for x, _ in fanout], [f.value for _, f in fanout], color=colour, linestyle=style, marker=marker,
+                markersize=size + 1, label=label,
+            )  # fmt: skip
+            bounds = [(x, f.value) for x, f in fanout if f.relation]
+            if bounds:
+                ax2.plot(
+                    [x for x, _ in bounds], [v for _, v in bounds], marker=marker, markersize=size + 1,
+                    linestyle="none", color=colour, markerfacecolor="white",
+                )  # fmt: skip
+    threshold_ms = a.capacity_p99_s * 1000
+    if ax1.has_data():
+        reference_line(ax1, threshold_ms, f"threshold: p99 {fmt(a.capacity_p99_s)} s")
+    else:
+        no_data(ax1, "feed cells varying clients")
+    ax1.set_xlabel("connected clients (log)")
+    ax1.set_ylabel("p99 latency, worst repeat (ms, log)")
+    ax1.set_title(
+        "p99 latency vs clients (filled: passed; hollow: failed)\n" + describe(a.base, ("clients", "stack")),
+    )
+    if ax2.has_data():
+        names = ", ".join(map(tt.label, tt.streaming()))
+        target = f"target {fmt(FANOUT_TARGET_PER_CPU_S)} ({names} at {fmt(FANOUT_TARGET_CLIENTS)} clients)"
+        reference_line(ax2, FANOUT_TARGET_PER_CPU_S, target)
+    else:
+        no_data(ax2, "server deliveries and CPU (server_deliveries, server_cpu_s)")
+    ax2.set_xlabel("connected clients (log)")
+    ax2.set_ylabel("deliveries per server CPU-second (log)")
+    ax2.set_title(
+        "Server fan-out: events handed to client sockets per CPU-second\n(hollow: a lower bound, the CPU read 0 ticks)"
+    )
+    fig.suptitle("Capacity: where each transport stops")
+    return fig
+
+
 CHARTS: dict[str, Callable[[Analysis], Figure]] = {
     "headline": headline,
     "header_overhead": header_overhead,
@@ -619,4 +709,5 @@ CHARTS: dict[str, Callable[[Analysis], Figure]] = {
     "connections": connections,
     "server_cost": server_cost,
     "scaling": scaling,
+    "capacity": capacity,
 }

@@ -54,6 +54,11 @@ class ClassicRow:
     explanation: str
     stack: str = "h1"
     stack_label: str = "HTTP/1.1"
+    # Per CLIENT_COUNTS: the overhead Mbps measured in a feed cell with that many clients (else NaN), its cell ids,
+    # and what makes it doubtful ('' when nothing: not saturated, nothing lost).
+    measured_overhead_mbps: tuple[float, ...] = (math.nan, math.nan, math.nan)
+    measured_cell_ids: tuple[str, ...] = ("", "", "")
+    measured_doubts: tuple[str, ...] = ("", "", "")
 
 
 def classic_rows(
@@ -65,6 +70,9 @@ def classic_rows(
     chosen = slice_cells(cells, {**base, "scenario": "feed"}, free=("header_profile", "stack"))
     if "stack" not in chosen.columns:
         chosen = chosen.assign(stack="h1")
+    by_clients = slice_cells(cells, {**base, "scenario": "feed"}, free=("header_profile", "stack", "clients"))
+    if "stack" not in by_clients.columns:
+        by_clients = by_clients.assign(stack="h1")
     rows = []
     for stack, transport, profile in (
         (s, t, p)
@@ -78,6 +86,13 @@ def classic_rows(
         if match.empty:
             continue
         cell = first(match)
+        same = by_clients[
+            (by_clients["transport"] == transport)
+            & (by_clients["header_profile"] == profile)
+            & (by_clients["stack"] == stack)
+        ]
+        at_counts = [same[same["clients"] == n] for n in CLIENT_COUNTS]
+        measured = [first(m) if not m.empty else None for m in at_counts]
         overhead = float(cell["overhead_bytes_per_client_per_s"])
         wire = float(cell["wire_bytes_per_client_per_s"])
         rows.append(
@@ -97,9 +112,33 @@ def classic_rows(
                 explanation=explain(cell, tt) + explain_stack(cell, stacks),
                 stack=stack,
                 stack_label=stacks.label(stack),
+                measured_overhead_mbps=tuple(
+                    measured_mbps(float(m["overhead_bytes_per_client_per_s"]), n) if m is not None else math.nan
+                    for m, n in zip(measured, CLIENT_COUNTS, strict=True)
+                ),
+                measured_cell_ids=tuple(str(m["cell_ids"]) if m is not None else "" for m in measured),
+                measured_doubts=tuple(doubts(m) if m is not None else "" for m in measured),
             )
         )
     return rows
+
+
+def measured_mbps(bytes_per_client_per_s: float, clients: int) -> float:
+    """The Mbps (bits / 2**20, as the reference counts) that a cell of ``clients`` clients measured: its bytes per
+    client per second × its clients, the same arithmetic as ``extrapolate_mbps`` at the count that was measured."""
+    return extrapolate_mbps(bytes_per_client_per_s, clients)
+
+
+def doubts(cell: Mapping[str, Any]) -> str:
+    """Why a measured cell's figure is doubtful: '' when its load generator kept up and nothing was lost."""
+    out = []
+    if cell["saturated"]:
+        out.append("load generator saturated")
+    if float(cell["messages_lost"]) > 0:
+        out.append(f"{fmt(cell['messages_lost'])} messages lost")
+    if cell["incomplete"]:
+        out.append("incomplete")
+    return ", ".join(out)
 
 
 def explain(cell: Mapping[str, Any], tt: Transports) -> str:

@@ -35,6 +35,14 @@ def fmt(value: Any) -> str:
     return "0" if text in ("-0", "0") else text
 
 
+def fmt_bound(value: Any, bound: Any, relation: str = "<") -> str:
+    """``fmt(value)``, or ``"< 0.05"`` (``relation`` and the bound) when the figure is known only as a bound:
+    ``bound`` not NaN, e.g. a server CPU delta under the clock tick, which reads 0."""
+    if bound is None or (isinstance(bound, float | int | np.floating) and math.isnan(float(bound))):
+        return fmt(value)
+    return f"{relation} {fmt(bound)}"
+
+
 def parse(text: str) -> float:
     """Inverse of ``fmt`` for numbers (what the tests use to read figures back out of the report)."""
     text = text.strip().replace(",", "")

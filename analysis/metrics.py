@@ -126,6 +126,61 @@ def cpu_ms_per_thousand_events(server_cpu_s: float, events_delivered: float) -> 
     return safe_div(server_cpu_s * 1000.0, events_delivered / 1000.0)
 
 
+# Linux's USER_HZ: /proc/<pid>/stat, which psutil's cpu_times() reads, counts user and system CPU in these ticks.
+CLOCK_TICKS_PER_S = 100
+
+
+def cpu_reads_zero(server_cpu_s: float, clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> bool:
+    """Did the window's CPU delta read 0 ticks? (Under half a tick: the difference of tick counts is a whole
+    number of ticks, give or take float rounding.)"""
+    return not math.isnan(server_cpu_s) and server_cpu_s < 0.5 / clock_ticks_per_s
+
+
+def cpu_resolution_s(clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> float:
+    """The most CPU a window can have used while its delta reads 0: user and system time are each counted in whole
+    ticks, so a 0 reading means under one tick of each (2 ticks in all: 20 ms at 100 ticks/s)."""
+    return 2.0 / clock_ticks_per_s
+
+
+def cpu_ms_per_thousand_events_below(
+    server_cpu_s: float, events_delivered: float, clock_ticks_per_s: float = CLOCK_TICKS_PER_S
+) -> float:
+    """When the window's CPU read 0 ticks: the figure ``cpu_ms_per_thousand_events`` is surely under, from the tick
+    resolution and the events delivered; NaN when the CPU was resolved (it read 1 tick or more)."""
+    if not cpu_reads_zero(server_cpu_s, clock_ticks_per_s):
+        return math.nan
+    return cpu_ms_per_thousand_events(cpu_resolution_s(clock_ticks_per_s), events_delivered)
+
+
+def cpu_us_per_delivery(server_cpu_s: float, deliveries: float) -> float:
+    """Server CPU microseconds per event handed to a client socket (``server_deliveries``)."""
+    return safe_div(server_cpu_s * 1e6, deliveries)
+
+
+def deliveries_per_cpu_s(deliveries: float, server_cpu_s: float) -> float:
+    """The server's fan-out: events handed to client sockets per second of server CPU."""
+    return safe_div(deliveries, server_cpu_s)
+
+
+def bytes_per_second(byte_count: float, duration_s: float) -> float:
+    """Average rate of ``byte_count`` bytes over ``duration_s`` seconds."""
+    return safe_div(byte_count, duration_s)
+
+
+def memory_per_connection_bytes(
+    rss_bytes: float, clients: float, rss_smallest_bytes: float, clients_smallest: float
+) -> tuple[float, bool]:
+    """Server memory per client connection at ``clients``, and whether it is marginal.
+
+    Against a smaller measured size: (RSS − RSS at the smaller size) ÷ (clients − its clients), what each
+    connection added beyond the process's fixed baseline → (that, True). At the smallest size itself:
+    RSS ÷ clients, which includes the baseline → (that, False).
+    """
+    if clients > clients_smallest:
+        return safe_div(rss_bytes - rss_smallest_bytes, clients - clients_smallest), True
+    return safe_div(rss_bytes, clients), False
+
+
 def memory_per_client_bytes(clients: Sequence[float], rss_bytes: Sequence[float]) -> tuple[float, bool]:
     """Memory per connected client and whether it is marginal.
 
@@ -185,9 +240,10 @@ HEADLINES: dict[str, tuple[str, str]] = {
 }
 
 
-def derive(summary: pd.DataFrame, polling: Sequence[str]) -> pd.DataFrame:
+def derive(summary: pd.DataFrame, polling: Sequence[str], clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> pd.DataFrame:
     """summary.csv plus the derived per-row figures (all repeats, every status); ``polling``: the transports
-    whose clients poll on their own schedule (they get ``overhead_bytes_per_poll``)."""
+    whose clients poll on their own schedule (they get ``overhead_bytes_per_poll``); ``clock_ticks_per_s``: the
+    unit of the server's CPU counters (for the bound when a window's CPU reads 0)."""
     df = summary.copy()
     splits = [per_event_split(row) for row in records(df)]
     for name in (
@@ -233,6 +289,11 @@ def derive(summary: pd.DataFrame, polling: Sequence[str]) -> pd.DataFrame:
     df["server_cpu_ms_per_1k_events"] = [
         cpu_ms_per_thousand_events(c, m) for c, m in zip(df["server_cpu_s"], df["messages_received"], strict=True)
     ]
+    df["server_cpu_ms_per_1k_events_below"] = [
+        cpu_ms_per_thousand_events_below(c, m, clock_ticks_per_s)
+        for c, m in zip(df["server_cpu_s"], df["messages_received"], strict=True)
+    ]
+    df["wire_bytes_per_s"] = [bytes_per_second(b, d) for b, d in zip(wire, df["duration_s"], strict=True)]
     df["server_cpu_pct"] = [safe_div(c * 100.0, d) for c, d in zip(df["server_cpu_s"], df["duration_s"], strict=True)]
     return df
 
@@ -260,6 +321,8 @@ AGGREGATED = (
     "peak_connections_per_client",
     "connections_peak",
     "server_cpu_ms_per_1k_events",
+    "server_cpu_ms_per_1k_events_below",
+    "wire_bytes_per_s",
     "server_cpu_pct",
     "server_rss_bytes",
     "latency_mean_ms",

@@ -9,9 +9,18 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from analysis.capacity import (
+    FANOUT_TARGET_CLIENTS,
+    FANOUT_TARGET_PER_CPU_S,
+    Capacity,
+    capacities,
+    fanout_met,
+    fanout_target_applies,
+)
 from analysis.classic import (
     CLIENT_COUNTS,
     REFERENCE_CITATION,
@@ -22,10 +31,10 @@ from analysis.classic import (
     polling_to_websocket,
     reference_case,
 )
-from analysis.fmt import fmt
-from analysis.glance import REFERENCE_TRANSPORT, GlanceRow, glance_rows
-from analysis.metrics import HEADLINES, records
-from analysis.model import Analysis
+from analysis.fmt import fmt, fmt_bound
+from analysis.glance import REFERENCE_TRANSPORT, GlanceRow, cpu_ms_per_thousand_events_bound, glance_rows
+from analysis.metrics import HEADLINES, cpu_resolution_s, records
+from analysis.model import Analysis, configured_capacity_p99_s
 from analysis.network import CAPTION as NETWORK_CAPTION
 from analysis.results import SUMMARY_COLUMNS
 from analysis.verdicts import Verdict, describe_cell, verdicts, warnings
@@ -64,6 +73,13 @@ CAPTIONS = {
         "Both axes logarithmic: a straight line means cost follows a power of the number of clients; the fitted "
         "exponent is in the legend (1 = linear, what the classic table assumes)."
     ),
+    "capacity": (
+        "Left: the worst repeat's p99 latency at each client count, one line per transport; the dashed line is the "
+        "threshold. Filled markers passed (p99 under the threshold, nothing lost, load generator unsaturated), "
+        "hollow ones failed; the number above a point is the transport's capacity. Right: the server's fan-out, "
+        "deliveries per server CPU-second (server_deliveries ÷ server_cpu_s), with issue 12's target; hollow: a lower "
+        "bound (the server's CPU read 0 clock ticks in that window)."
+    ),
 }
 TITLES = {
     "headline": "The answer at a glance",
@@ -74,6 +90,7 @@ TITLES = {
     "server_cost": "5. Server cost",
     "scaling": "6. Scaling",
     "network": "7. Network: latency against round-trip time and bandwidth",
+    "capacity": "Capacity chart",
 }
 
 CSS = """
@@ -317,7 +334,7 @@ def glance_table(rows: list[GlanceRow]) -> str:
             r.latency_p99_ms,
             r.connections_per_client,
             r.connections_opened_per_client_per_min,
-            r.server_cpu_ms_per_1k_events,
+            fmt_bound(r.server_cpu_ms_per_1k_events, r.server_cpu_ms_per_1k_events_below),
         ]
         for r in rows
     ]
@@ -344,18 +361,29 @@ def glance_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]], found_ve
         + chart
         + (glance_table(rows) if rows else "<p>No feed cell at the baseline settings.</p>")
         + f"<p class='note'>× {esc(reference)}: bytes per event divided by {esc(reference)}'s. Connections per "
-        "client: the most open at the server at once ÷ clients; new connections: opened inside the window. "
-        "Files: charts/headline.svg, charts/headline.png.</p></section>"
+        "client: the most open at the server at once ÷ clients; new connections: opened inside the window. Server "
+        "CPU per 1,000 events: '&lt; x' when the server's CPU read 0 clock ticks in every repeat's window (user and "
+        f"system time count whole ticks, so under {fmt(cpu_resolution_s(a.clock_ticks_per_s) * 1000)} ms): x is that "
+        "bound ÷ the events delivered. Files: charts/headline.svg, charts/headline.png.</p></section>"
     )
 
 
 def classic_html(rows: list[ClassicRow]) -> str:
+    # A "measured at n" column only for the client counts some row measured (a run of 10,000 clients, say).
+    measured_at = [
+        i for i in range(len(CLIENT_COUNTS)) if any(not math.isnan(r.measured_overhead_mbps[i]) for r in rows)
+    ]
     headers = ["transport", "header profile", "cells", "overhead B/s per client"]
     keys = ["transport", "header_profile", "cell_ids", "overhead_bytes_per_client_per_s"]
-    for n in CLIENT_COUNTS:
-        headers += [f"{fmt(n)} clients, measured (Mbps)", f"{fmt(n)} clients, reference (Mbps)"]
-        keys += [f"overhead_mbps_{n}", f"reference_mbps_{n}"]
-    headers.append(f"all bytes at {fmt(CLIENT_COUNTS[-1])} clients, measured (Mbps)")
+    for i, n in enumerate(CLIENT_COUNTS):
+        headers.append(f"{fmt(n)} clients, extrapolated from the cells (Mbps)")
+        keys.append(f"overhead_mbps_{n}")
+        if i in measured_at:
+            headers.append(f"{fmt(n)} clients, measured with {fmt(n)} clients (Mbps)")
+            keys.append(f"measured_overhead_mbps_{n}")
+        headers.append(f"{fmt(n)} clients, reference (Mbps)")
+        keys.append(f"reference_mbps_{n}")
+    headers.append(f"all bytes at {fmt(CLIENT_COUNTS[-1])} clients, extrapolated (Mbps)")
     keys.append(f"wire_mbps_{CLIENT_COUNTS[-1]}")
     blocks = []
     ratios = polling_to_websocket(rows)
@@ -364,7 +392,10 @@ def classic_html(rows: list[ClassicRow]) -> str:
         for r in (r for r in rows if r.stack_label == stack_label):
             line: list[Any] = [r.label, r.header_profile, r.cell_ids, r.overhead_bytes_per_client_per_s]
             for i in range(len(CLIENT_COUNTS)):
-                line += [r.overhead_mbps[i], r.reference_mbps[i] if r.reference_mbps else None]
+                line.append(r.overhead_mbps[i])
+                if i in measured_at:
+                    line.append(r.measured_overhead_mbps[i])
+                line.append(r.reference_mbps[i] if r.reference_mbps else None)
             line.append(r.wire_mbps[-1])
             body.append(line)
         said = " ".join(
@@ -383,13 +414,33 @@ def classic_html(rows: list[ClassicRow]) -> str:
         f"{esc(first_sentence(r.explanation))}</summary><p>{esc(r.explanation)}</p></details>"
         for r in rows
     )
+    if measured_at:
+        counts = " and ".join(fmt(CLIENT_COUNTS[i]) for i in measured_at)
+        measured_note = (
+            f"This run also measured {counts} clients: the <b>measured with</b> column is that cell's own overhead "
+            "(its bytes per client per second × its clients × 8 / 2<sup>20</sup>), beside the extrapolation from the "
+            "baseline cell, so the two can be compared; the Scaling chart shows whether cost was linear in between."
+        )
+        doubtful = [
+            f"{r.label} ({r.header_profile}, {r.stack_label}) at {fmt(CLIENT_COUNTS[i])} clients, "
+            f"{r.measured_cell_ids[i]}: {r.measured_doubts[i]}"
+            for r in rows
+            for i in measured_at
+            if r.measured_doubts[i]
+        ]
+        if doubtful:
+            measured_note += " Measured in doubtful cells: " + "; ".join(esc(d) for d in doubtful) + "."
+    else:
+        measured_note = (
+            "Nothing at those client counts was measured; the Scaling chart shows whether cost was linear over the "
+            "clients that were."
+        )
     intro = (
         "<p>The table that made the case for WebSocket, redone with measured numbers. Each row takes one measured cell "
         "(the baseline feed cell of that transport and header profile), its HTTP/frame overhead in bytes per client "
         "per second (request and response headers, wrappers and frame headers, both directions, no payload, no "
         "TCP/IP), and <b>derives</b> the bandwidth of 1,000, 10,000 and 100,000 such clients by linear extrapolation "
-        "(bytes/s × clients × 8 / 2<sup>20</sup>, the reference's Mbps). Nothing at those client counts was measured; "
-        "the Scaling chart shows whether cost was linear over the clients that were. The reference column is "
+        f"(bytes/s × clients × 8 / 2<sup>20</sup>, the reference's Mbps). {measured_note} The reference column is "
         f"cited from {esc(REFERENCE_CITATION)}: {REFERENCE_POLL_HEADER_BYTES} bytes of headers per poll at one poll "
         f"per second (polling) and a {REFERENCE_WS_FRAME_BYTES}-byte frame header per message at one message per "
         "second (WebSocket); it has no figures for long polling and SSE (–). The last column adds the payload and "
@@ -401,6 +452,97 @@ def classic_html(rows: list[ClassicRow]) -> str:
         f"<h2 id='classic-table'>The classic table</h2>{intro}"
         + "".join(blocks)
         + f"<h3>How the measured figures differ from the reference, and why</h3>{explanations}"
+    )
+
+
+def capacity_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str:
+    """Where each transport stops: the capacity table, the chart, and every size with the server's fan-out."""
+    caps = capacities(a)
+    head = "<h2 id='capacity'>Capacity: where each transport stops</h2>"
+    if not caps:
+        return head + "<p>No feed cells at the baseline settings.</p>"
+    threshold = fmt(a.capacity_p99_s)
+    source = "--capacity-p99" if a.capacity_p99_s != configured_capacity_p99_s(a.run) else "report.capacity_p99_s"
+    intro = (
+        f"<p>Per transport, the largest number of clients at which the worst repeat's p99 latency stayed at or under "
+        f"<b>{threshold} s</b> ({esc(source)}), no message was lost and the load generator was not saturated, walking "
+        "up the client counts this run measured (the baseline's other settings held fixed) until the first that "
+        "failed; the last column says what failed there. At the capacity: server CPU per delivery (server_cpu_s ÷ "
+        "server_deliveries, the app server's process), server memory per connection (derived: (RSS − RSS at the "
+        "smallest size) ÷ (clients − its clients), what each connection added; at the smallest size RSS ÷ clients, "
+        "which includes the process's baseline, marked *), and bytes per second on the wire (TCP payload both "
+        "directions plus TCP/IP headers, which are derived from segment counts; all clients). Means over the "
+        "repeats. A figure after &lt; or &gt; is a bound: the server's CPU read 0 clock ticks "
+        f"(under {fmt(cpu_resolution_s(a.clock_ticks_per_s) * 1000)} ms) in that window.</p>"
+    )
+    headers = [
+        "transport", "stack", "client counts measured", "capacity (clients)", "p99 there (ms)",
+        "server CPU per delivery (µs)", "deliveries per server CPU-second", "memory per connection (KiB)",
+        "bytes/s on the wire", "stopped",
+    ]  # fmt: skip
+    keys = [
+        "transport", "stack", "sizes", "capacity", "p99_ms", "cpu_us_per_delivery", "deliveries_per_cpu_s",
+        "memory_per_connection_kib", "wire_bytes_per_s", "stopped",
+    ]  # fmt: skip
+    body = []
+    for c in caps:
+        at = c.capacity
+        memory = fmt(c.memory_per_connection_bytes / 1024) + ("" if c.memory_marginal or at is None else " *")
+        body.append(
+            [
+                c.label, c.stack_label, ", ".join(fmt(s.clients) for s in c.sizes), c.capacity_text(),
+                at.p99_ms if at else None, at.cpu_us_per_delivery.text() if at else None,
+                at.deliveries_per_cpu_s.text() if at else None, memory if at else None,
+                at.wire_bytes_per_s if at else None, c.stopped_text(),
+            ]
+        )  # fmt: skip
+    chart = ""
+    if "capacity" in charts:
+        svg, png = charts["capacity"]
+        chart = chart_html("capacity", svg, png)
+    return (
+        head
+        + intro
+        + table(headers, body, table_id="capacity", text_cols=(0, 1, 2, 9), keys=keys)
+        + chart
+        + sizes_html(a, caps)
+    )
+
+
+def sizes_html(a: Analysis, caps: list[Capacity]) -> str:
+    """Every client count of every transport: the capacity test's figures and the server's fan-out."""
+    streaming = a.transports.streaming()
+    headers = [
+        "transport", "stack", "clients", "cells", "p99, worst repeat (ms)", "passed", "what failed",
+        "server CPU per delivery (µs)", "deliveries per server CPU-second", f"fan-out target ≥ {fmt(FANOUT_TARGET_PER_CPU_S)}",
+        "bytes/s on the wire",
+    ]  # fmt: skip
+    keys = [
+        "transport", "stack", "clients", "cell_ids", "p99_ms", "passed", "failure", "cpu_us_per_delivery",
+        "deliveries_per_cpu_s", "fanout_target", "wire_bytes_per_s",
+    ]  # fmt: skip
+    body = []
+    for c in caps:
+        for s in c.sizes:
+            met = fanout_met(s.deliveries_per_cpu_s)
+            target = (
+                ("met" if met else "not met" if met is False else "unknown")
+                if fanout_target_applies(c.transport, s.clients, streaming)
+                else ""
+            )
+            body.append(
+                [
+                    c.label, c.stack_label, s.clients, s.cell_ids, s.p99_ms, s.passed, s.failure,
+                    s.cpu_us_per_delivery.text(), s.deliveries_per_cpu_s.text(), target, s.wire_bytes_per_s,
+                ]
+            )  # fmt: skip
+    names = " and ".join(a.transports.label(t) for t in streaming) or "the streaming transports"
+    return (
+        "<h3 id='fanout'>Every client count, and the server's fan-out</h3><p>The server's fan-out is the events it "
+        "handed to client sockets per second of its CPU (server_deliveries ÷ server_cpu_s, both from its /stats "
+        f"inside the window). Issue 12's target: at least {fmt(FANOUT_TARGET_PER_CPU_S)} for {esc(names)} at "
+        f"{fmt(FANOUT_TARGET_CLIENTS)} clients (the target column says met or not where it applies).</p>"
+        + table(headers, body, table_id="capacity-sizes", text_cols=(0, 1, 3, 6, 9), keys=keys)
     )
 
 
@@ -449,7 +591,10 @@ def headlines_html(a: Analysis) -> str:
         line: list[Any] = [cell["cell_ids"], describe_cell(cell, a.transports), cell["repeats"]]
         for col in HEADLINES:
             spread = cell[f"{col}__spread"]
-            line += [cell[col], 100 * spread if cell["repeats"] > 1 else None]
+            value = cell[col]
+            if col == "server_cpu_ms_per_1k_events":
+                value = fmt_bound(value, cpu_ms_per_thousand_events_bound(cell))
+            line += [value, 100 * spread if cell["repeats"] > 1 else None]
         body.append(line)
     return (
         "<h2 id='headline-figures'>Headline figures per cell</h2><p>What the charts draw, per cell: the mean of its "
@@ -500,7 +645,8 @@ def render(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str:
         *(verdict_html(v) for v in found_verdicts),
         what_was_run(a),
         "<h2 id='charts'>Charts</h2>",
-        *(chart_html(name, svg, png) for name, (svg, png) in charts.items() if name != "headline"),
+        *(chart_html(name, svg, png) for name, (svg, png) in charts.items() if name not in ("headline", "capacity")),
+        capacity_html(a, charts),
         classic_html(classic_rows(a.cells, a.base, a.transports, a.run.stacks)),
         reference_case_html(a),
         headlines_html(a),

@@ -453,6 +453,8 @@ def machine_info() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "os": platform.platform(),
         "tcp_timestamps_sysctl": _read_sysctl("/proc/sys/net/ipv4/tcp_timestamps"),
+        # The unit of the server's CPU counters (psutil reads /proc/<pid>/stat): a window under 1 tick reads 0.
+        "clock_ticks_per_s": os.sysconf("SC_CLK_TCK"),
     }
 
 

@@ -254,6 +254,18 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """``[report]``: how ``python -m analysis`` judges the run (read from run.json; the cells ignore it)."""
+
+    capacity_p99_s: float = setting(
+        1.0,
+        "capacity: the largest client count whose p99 latency stays at or under this many seconds, with nothing "
+        "lost and the load generator unsaturated (python -m analysis --capacity-p99 overrides it)",
+        _positive,
+    )
+
+
+@dataclass(frozen=True)
 class Sections:
     """The resolved sections of a config or a cell. A new section is its dataclass plus one field here;
     its keys can then be set in the file, with ``--set section.key=``, and varied in [matrix]/[[sweep]]."""
@@ -263,6 +275,7 @@ class Sections:
     load: LoadConfig = field(default_factory=LoadConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)
@@ -309,7 +322,11 @@ for _section, _keys in SCHEMA.items():
     for _k in _keys:
         _OWNERS.setdefault(_k, []).append(_section)
 KEY_SECTION: dict[str, str] = {k: owners[0] for k, owners in _OWNERS.items() if len(owners) == 1}
-RUN_WIDE_KEYS = {("load", "executor"), ("load", "dask_scheduler")}  # set once per run, never varied
+RUN_WIDE_KEYS = {  # set once per run, never varied
+    ("load", "executor"),
+    ("load", "dask_scheduler"),
+    ("report", "capacity_p99_s"),
+}
 
 
 def _plain(value: Any) -> Any:
@@ -523,7 +540,12 @@ def build_config(data: dict[str, Any], source: str, overrides: Iterable[str] = (
     for varied in (matrix, *sweeps):
         for name in varied:
             if varying_key(name) in RUN_WIDE_KEYS:
-                problems.append(f"{name}: cannot vary between cells (one executor serves the whole run)")
+                why = (
+                    "the report judges the whole run"
+                    if name.endswith("capacity_p99_s")
+                    else "one executor serves the whole run"
+                )
+                problems.append(f"{name}: cannot vary between cells ({why})")
     if problems:
         raise ConfigError(source, problems)
     name = Path(source).stem if source.endswith(".toml") else source
