@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from loadgen.conn import ClientError, parse_head
+from loadgen.client import event_fields
+from loadgen.conn import ClientError, ErrorKind, parse_head
 from loadgen.headers import (
     ProfileError,
     cookie_value,
@@ -146,6 +147,30 @@ def test_poll_body_spans_are_the_events_bytes() -> None:
 def test_poll_body_refuses_non_compact_events() -> None:
     with pytest.raises(ClientError, match="compactly"):
         parse_poll_body(b'{"cursor":1,"events":[{"seq": 1, "ts": 2, "data": ""}]}')
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"seq":7,"ts":1700000000000000000,"data":"xx"}',  # what the server sends
+        b' {"ts": 9, "seq": 7} \n',  # whitespace around, keys in any order
+        '{"seq":7,"ts":9,"data":"\u00e9"}'.encode(),  # UTF-8 in the payload
+    ],
+)
+def test_event_fields_reads_seq_and_ts_as_json_loads_does(raw: bytes) -> None:
+    data = json.loads(raw)
+    assert event_fields(raw) == (data["seq"], data["ts"])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"   ", b"nope", b'{"seq":1,"ts":2', b'{"seq":1,"ts":2}x', b'{"seq":1,"ts":2}{}', b'{"seq":1,"ts":2,"d":"\xff"}',
+     b"[1, 2]", b'"seq"', b"null", b'{"seq":1}', b'{"seq":null,"ts":2}', b'{"seq":1,"ts":"soon"}'],
+)  # fmt: skip
+def test_event_fields_refuses_what_is_not_an_event(raw: bytes) -> None:
+    with pytest.raises(ClientError, match="not an event") as caught:
+        event_fields(raw)
+    assert caught.value.kind is ErrorKind.PROTOCOL
 
 
 def test_sse_parser_across_chunks_with_offsets() -> None:
