@@ -75,7 +75,8 @@ def describe(base: dict[str, Any], free: tuple[str, ...] = ()) -> str:
     if "clients" not in free:
         parts.append(f"{fmt(base['clients'])} clients")
     if "rate_hz" not in free:
-        parts.append(f"{fmt(base['rate_hz'] * base['burst'])} events/s")
+        rate = base["rate_hz"] * base["burst"]
+        parts.append(f"{fmt(rate)} event{'' if rate == 1 else 's'}/s")
     if "payload_bytes" not in free:
         parts.append(f"{fmt(base['payload_bytes'])}-B payload")
     if "header_profile" not in free:
@@ -619,12 +620,9 @@ STACK_LINESTYLES = ("-", "--", ":", "-.")
 
 
 def reference_line(ax: Axes, y: float, label: str) -> None:
-    """A dashed horizontal line labelled at its right end, then log axes and the legend (the capacity panels)."""
-    ax.axhline(y, color="#555555", linestyle="--", linewidth=1)
-    ax.annotate(
-        label, (0.99, y), xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points", ha="right",
-        fontsize=7, color="#555555",
-    )  # fmt: skip
+    """A dashed horizontal line named in the legend (a label on the plot would cover the points near it), then log
+    axes and the legend (the capacity panels)."""
+    ax.axhline(y, color="#555555", linestyle="--", linewidth=1, label=label)
     _log_if_positive(ax, "both")
     ax.legend(loc="best", fontsize=7)
 

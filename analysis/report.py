@@ -109,6 +109,7 @@ details{margin:.4em 0}summary{cursor:pointer}dd,li,p{overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.text,th.text{text-align:left}
+td.wrap{white-space:normal;min-width:24em}
 .scroll{overflow-x:auto;max-width:100%}
 .verdict{border-left:4px solid #999;padding:.3em 1em;margin:1em 0;background:#fafafa}
 .holds{border-color:#009E73}.partly-holds{border-color:#E69F00}.does-not-hold{border-color:#D55E00}
@@ -154,15 +155,17 @@ def table(
     table_id: str = "",
     text_cols: Sequence[int] = (),
     keys: Sequence[str] | None = None,
+    wrap_cols: Sequence[int] = (),
 ) -> str:
-    """An HTML table; numbers through ``fmt``; ``keys`` become data-col attributes (what the tests read)."""
+    """An HTML table; numbers through ``fmt``; ``keys`` become data-col attributes (what the tests read);
+    ``wrap_cols``: text columns of sentences, wrapped instead of widening the table."""
     out = [f'<div class="scroll"><table{f" id={chr(34)}{table_id}{chr(34)}" if table_id else ""}><thead><tr>']
     out += [f'<th class="{"text" if i in text_cols else ""}">{esc(h)}</th>' for i, h in enumerate(headers)]
     out.append("</tr></thead><tbody>")
     for row in rows:
         out.append("<tr>")
         for i, v in enumerate(row):
-            cls = ' class="text"' if i in text_cols else ""
+            cls = ' class="text wrap"' if i in wrap_cols else ' class="text"' if i in text_cols else ""
             key = f' data-col="{esc(keys[i])}"' if keys else ""
             out.append(f"<td{cls}{key}>{esc(fmt(v))}</td>")
         out.append("</tr>")
@@ -503,7 +506,7 @@ def capacity_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str
     return (
         head
         + intro
-        + table(headers, body, table_id="capacity", text_cols=(0, 1, 2, 9), keys=keys)
+        + table(headers, body, table_id="capacity", text_cols=(0, 1, 2, 9), keys=keys, wrap_cols=(9,))
         + chart
         + sizes_html(a, caps)
     )
@@ -542,7 +545,7 @@ def sizes_html(a: Analysis, caps: list[Capacity]) -> str:
         "handed to client sockets per second of its CPU (server_deliveries ÷ server_cpu_s, both from its /stats "
         f"inside the window). Issue 12's target: at least {fmt(FANOUT_TARGET_PER_CPU_S)} for {esc(names)} at "
         f"{fmt(FANOUT_TARGET_CLIENTS)} clients (the target column says met or not where it applies).</p>"
-        + table(headers, body, table_id="capacity-sizes", text_cols=(0, 1, 3, 6, 9), keys=keys)
+        + table(headers, body, table_id="capacity-sizes", text_cols=(0, 1, 3, 6, 9), keys=keys, wrap_cols=(6,))
     )
 
 
@@ -630,7 +633,7 @@ def render(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str:
         f"Run <b>{esc(a.run.name)}</b> ({esc(meta.get('config_source', 'unknown config'))}, {len(a.cells)} cells, "
         f"started {esc(meta.get('started_at', '?'))}): how many bytes one event costs on the wire and how late it "
         "arrives, per transport. <a href='#run'>What was run</a> · <a href='#verdicts'>why each verdict</a> · "
-        "<a href='#charts'>every chart</a> · <a href='#cells'>every number</a>"
+        "<a href='#charts'>every chart</a> · <a href='#capacity'>capacity</a> · <a href='#cells'>every number</a>"
     )
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

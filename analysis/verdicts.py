@@ -319,7 +319,8 @@ def warnings(a: Analysis) -> list[str]:
     if coarse:
         out.append(
             f"{coarse} of {len(a.rows)} windows used under {fmt(COARSE_CPU_S)} s of server CPU: the CPU clock ticks "
-            "in 10 ms, so their CPU per 1,000 events is coarse (5 % or worse); lengthen duration_s for CPU figures."
+            f"in {fmt(1000 / a.clock_ticks_per_s)} ms, so their CPU per 1,000 events is coarse "
+            f"({fmt(100 / (a.clock_ticks_per_s * COARSE_CPU_S))} % or worse); lengthen duration_s for CPU figures."
         )
     single = int((a.cells["repeats"] < 2).sum())
     if single:

@@ -188,8 +188,8 @@ def sweep_row(index: int, transport: str, clients: int, figures: dict[str, Any])
     return row
 
 
-def sweep_run(tmp_path: Path) -> Run:
-    rows = [sweep_row(i, t, n, f) for i, ((t, n), f) in enumerate(SWEEP.items())]
+def sweep_run(tmp_path: Path, rows: list[dict[str, str]] | None = None) -> Run:
+    rows = rows or [sweep_row(i, t, n, f) for i, ((t, n), f) in enumerate(SWEEP.items())]
     path = tmp_path / "summary.csv"
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -203,7 +203,10 @@ def sweep_run(tmp_path: Path) -> Run:
             for i, r in enumerate(rows)
         ],
     }
-    meta["cells"][2]["warnings"] = ["saturated: event-loop lag p99 146.0 ms > 10 ms (this cell measured the client)"]
+    if len(rows) > 2:
+        meta["cells"][2]["warnings"] = [
+            "saturated: event-loop lag p99 146.0 ms > 10 ms (this cell measured the client)"
+        ]
     summary = with_stack_columns(read_summary(path))
     attach_cells(summary, meta, tmp_path / "run.json", path)
     return Run(tmp_path, meta, summary, {}, Transports())
@@ -297,3 +300,19 @@ def test_the_report_config_key_is_written_into_run_json_and_validated() -> None:
     with pytest.raises(ConfigError, match="capacity_p99_s: cannot vary between cells"):
         build_config({"matrix": {"capacity_p99_s": [0.5, 1.0]}}, "x.toml")
     json.dumps(cfg.to_dict())  # run.json holds it as plain data
+
+
+def test_each_stack_has_its_own_capacity(tmp_path: Path) -> None:
+    # WebSocket over h1 and over h1-tls, 100 and 1,000 clients; over TLS 1,000 clients lose 3 events.
+    rows = []
+    for stack in ("h1-tls", "h1"):
+        for clients in (100, 1000):
+            lost = 3 if (stack, clients) == ("h1-tls", 1000) else 0
+            row = sweep_row(len(rows), "ws", clients, {"p99": 80.0, "cpu": 0.1, "rss": 4e7, "lost": lost})
+            row["stack"] = stack
+            rows.append(row)
+    caps = capacities(analyse(sweep_run(tmp_path, rows)))
+    assert [(c.stack, c.stack_label) for c in caps] == [("h1", "HTTP/1.1"), ("h1-tls", "HTTP/1.1 + TLS 1.3")]
+    assert caps[0].stopped_text() == "not reached up to 1,000 clients"
+    assert caps[1].capacity_text() == "100"
+    assert caps[1].stopped_text() == "at 1,000 clients: 3 of 5,000 messages lost"
