@@ -20,6 +20,7 @@ from analysis.capacity import (
     capacities,
     fanout_met,
     fanout_target_applies,
+    has_sweep,
 )
 from analysis.classic import (
     CLIENT_COUNTS,
@@ -363,6 +364,7 @@ def glance_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]], found_ve
         + "</div>"
         + chart
         + (glance_table(rows) if rows else "<p>No feed cell at the baseline settings.</p>")
+        + capacity_summary_html(a)
         + f"<p class='note'>× {esc(reference)}: bytes per event divided by {esc(reference)}'s. Connections per "
         "client: the most open at the server at once ÷ clients; new connections: opened inside the window. Server "
         "CPU per 1,000 events: '&lt; x' when the server's CPU read 0 clock ticks in every repeat's window (user and "
@@ -455,6 +457,23 @@ def classic_html(rows: list[ClassicRow]) -> str:
         f"<h2 id='classic-table'>The classic table</h2>{intro}"
         + "".join(blocks)
         + f"<h3>How the measured figures differ from the reference, and why</h3>{explanations}"
+    )
+
+
+def capacity_summary_html(a: Analysis) -> str:
+    """One line for the first screen when the run swept the number of clients: each transport's capacity."""
+    caps = capacities(a)
+    if not has_sweep(caps):
+        return ""
+    several = len({c.stack for c in caps}) > 1
+    parts = [
+        f"{esc(c.label)}{f' over {esc(c.stack_label)}' if several else ''} {esc(c.capacity_text())} clients "
+        f"({esc(c.stopped_text())})"
+        for c in caps
+    ]
+    return (
+        f"<p id='capacity-summary'><b>Capacity</b> (p99 at or under {fmt(a.capacity_p99_s)} s, nothing lost, load "
+        f"generator unsaturated): {'; '.join(parts)}. <a href='#capacity'>Details</a>.</p>"
     )
 
 

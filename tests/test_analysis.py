@@ -285,6 +285,20 @@ def test_the_capacity_table_follows_summary_csv(runs: Runs, report_a: tuple[Path
         assert sizes[label]["fanout_target"] == ""  # 4 clients: the target is for 10,000
 
 
+def test_a_threshold_below_every_p99_stops_every_transport_at_its_first_size(runs: Runs) -> None:
+    from analysis.capacity import capacities
+    from analysis.model import analyse
+    from analysis.results import load_run
+
+    rows = summary_rows(runs.a)
+    caps = capacities(analyse(load_run(runs.a), capacity_p99_s=0.000_001))  # 1 µs: no real p99 is under it
+    assert [c.transport for c in caps] == ["poll", "ws"]
+    for c in caps:
+        worst = max(float(r["latency_p99_ms"]) for r in rows if r["transport"] == c.transport)
+        assert c.capacity is None and c.capacity_text() == "under 4"
+        assert c.stopped_text().startswith(f"at 4 clients: p99 {fmt(worst)} ms > 0.001 ms")
+
+
 HEADLINE = re.compile(
     r"^  (?P<figure>.+?) \[(?P<unit>.+?)\]: A (?P<a>\S+)  B (?P<b>\S+)  ratio (?P<ratio>\S+)  (?P<judge>.+)$"
 )

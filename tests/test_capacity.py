@@ -4,8 +4,10 @@ arithmetic done by hand on small hand-written summary.csv files (the report on a
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +242,18 @@ def test_capacity_of_a_hand_written_sweep(sweep: Analysis) -> None:
     assert poll.capacity is not None and poll.capacity.clients == 100
     assert poll.stopped_text() == "at 1,000 clients: RLIMIT_NOFILE 1024 reached"
     assert (poll.memory_per_connection_bytes, poll.memory_marginal) == (pytest.approx(400_000), False)
+
+
+def test_the_first_screen_says_where_each_transport_stopped(sweep: Analysis) -> None:
+    from analysis.report import capacity_summary_html
+
+    text = html.unescape(re.sub(r"<[^>]+>", "", capacity_summary_html(sweep)))
+    assert text == (
+        "Capacity (p99 at or under 1 s, nothing lost, load generator unsaturated): short polling 100 clients (at 1,000 "
+        "clients: RLIMIT_NOFILE 1024 reached); SSE 10,000 clients (not reached up to 10,000 clients); WebSocket 1,000 "
+        "clients (at 10,000 clients: p99 1,500 ms > 1,000 ms; 88 of 50,000 messages lost; load generator saturated "
+        "(event-loop lag p99 146.0 ms > 10 ms)). Details."
+    )
 
 
 def test_the_threshold_comes_from_run_json_or_the_override(tmp_path: Path) -> None:
