@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.fmt import fmt
+from analysis.fmt import fmt, fmt_bound
+from analysis.glance import cpu_ms_per_thousand_events_bound
 from analysis.metrics import HEADLINES, PARAMETERS, records, safe_div
 from analysis.model import Analysis
 from analysis.verdicts import describe_cell
@@ -25,7 +26,9 @@ class Difference:
     a: float
     b: float
     ratio: float  # b / a
-    judgement: str  # "within noise", "differs", "no repeats to judge noise"
+    judgement: str  # "within noise", "differs", "no repeats to judge noise", "known only as a bound"
+    a_below: float = math.nan  # a (and b) known only to be under this: server CPU that read 0 clock ticks
+    b_below: float = math.nan
 
 
 def cell_key(cell: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -57,6 +60,15 @@ def compare(run_a: Analysis, run_b: Analysis) -> tuple[list[Difference], int, in
         for col, (label, unit) in HEADLINES.items():
             va, vb = float(a[col]), float(b[col])
             if math.isnan(va) and math.isnan(vb):
+                continue
+            below_a, below_b = (
+                (cpu_ms_per_thousand_events_bound(a), cpu_ms_per_thousand_events_bound(b))
+                if col == "server_cpu_ms_per_1k_events"
+                else (math.nan, math.nan)
+            )
+            if not (math.isnan(below_a) and math.isnan(below_b)):
+                cell = describe_cell(a, run_a.transports)
+                out.append(Difference(cell, label, unit, va, vb, math.nan, "known only as a bound", below_a, below_b))
                 continue
             out.append(
                 Difference(
@@ -93,13 +105,17 @@ def format_comparison(run_a: Analysis, run_b: Analysis) -> str:
         if d.cell != current:
             lines.append(d.cell)
             current = d.cell
-        lines.append(f"  {d.figure} [{d.unit}]: A {fmt(d.a)}  B {fmt(d.b)}  ratio {fmt(d.ratio)}  {d.judgement}")
+        a, b = fmt_bound(d.a, d.a_below), fmt_bound(d.b, d.b_below)
+        lines.append(f"  {d.figure} [{d.unit}]: A {a}  B {b}  ratio {fmt(d.ratio)}  {d.judgement}")
     differs = sum(d.judgement == "differs" for d in diffs)
     noise = sum(d.judgement == "within noise" for d in diffs)
+    bounds = sum(d.judgement == "known only as a bound" for d in diffs)
     lines.append("")
     lines.append(
         f"{len({d.cell for d in diffs})} matching cells; figures: {differs} differ, {noise} within noise, "
-        f"{len(diffs) - differs - noise} without repeats to judge; cells only in A: {only_a}, only in B: {only_b}."
+        f"{len(diffs) - differs - noise - bounds} without repeats to judge"
+        + (f", {bounds} known only as bounds (server CPU that read 0 clock ticks)" if bounds else "")
+        + f"; cells only in A: {only_a}, only in B: {only_b}."
     )
     return "\n".join(lines)
 

@@ -330,3 +330,14 @@ def test_each_stack_has_its_own_capacity(tmp_path: Path) -> None:
     assert caps[0].stopped_text() == "not reached up to 1,000 clients"
     assert caps[1].capacity_text() == "100"
     assert caps[1].stopped_text() == "at 1,000 clients: 3 of 5,000 messages lost"
+
+
+def test_compare_prints_a_cpu_that_read_zero_as_a_bound(sweep: Analysis) -> None:
+    from analysis.compare import format_comparison
+
+    lines = [line for line in format_comparison(sweep, sweep).splitlines() if "server CPU per 1,000" in line]
+    assert len(lines) == len(SWEEP)
+    # SSE at 100 clients read 0 ticks: under 20 ms for 500 events, under 40 ms per 1,000; no ratio of two bounds.
+    bounded = [line for line in lines if "<" in line]
+    assert bounded == ["  server CPU per 1,000 delivered events [ms]: A < 40  B < 40  ratio –  known only as a bound"]
+    assert "1 known only as bounds (server CPU that read 0 clock ticks)" in format_comparison(sweep, sweep)
