@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from pushbench.config import ConfigError, Sections, default_config, load_config
+from pushbench.gcpolicy import cyclic_gc_off
 from pushbench.oslimits import raise_nofile_limit
 from servers.app import count_connections, make_app
 from servers.state import STATE
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        run_loop(serve(config))
+        with cyclic_gc_off():  # its pauses would land in the latencies measured
+            run_loop(serve(config))
     except OSError as exc:
         print(f"error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)
         return 1
