@@ -537,8 +537,13 @@ def server_cost(a: Analysis) -> Figure:
                 [v - float(cell["server_cpu_ms_per_1k_events__min"])],
                 [float(cell["server_cpu_ms_per_1k_events__max"]) - v],
             ]
-        ax1.bar(i, v, yerr=err, color=tt.colour(t), capsize=3)
-        label = fmt_bound(v, cpu_ms_per_thousand_events_bound(cell))  # "< x" when the CPU read 0 ticks
+        below = cpu_ms_per_thousand_events_bound(cell)
+        if math.isnan(below):
+            ax1.bar(i, v, yerr=err, color=tt.colour(t), capsize=3)
+        else:  # the CPU read 0 ticks: an outline up to the bound it is under, not a bar of 0
+            ax1.bar(i, below, fill=False, edgecolor=tt.colour(t), linestyle="--", linewidth=1.2)
+            v = below
+        label = fmt_bound(v, below)
         ax1.annotate(label, (i, v), ha="center", va="bottom", fontsize=7, xytext=(6, 0), textcoords="offset points")
     if ts:
         ax1.set_xticks(range(len(ts)), [tt.label(t) for t in ts])

@@ -67,7 +67,8 @@ CAPTIONS = {
         "server at once; the dotted line is one per client."
     ),
     "server_cost": (
-        "Left: server CPU time spent per 1,000 delivered events (lower is cheaper). Right: server memory per "
+        "Left: server CPU time spent per 1,000 delivered events (lower is cheaper); a dashed outline labelled '< x' "
+        "had its CPU read 0 clock ticks in every repeat, so all that is known is that it was under x. Right: server memory per "
         "connected client, from how RSS grows with the number of clients."
     ),
     "scaling": (
@@ -124,7 +125,7 @@ dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2em 1em}dt{
 body{max-width:none;margin:0;padding:0;font-size:9.5pt}
 .screen-only{display:none}.print-only{display:block}
 figure,.verdict,tr{break-inside:avoid}h2,h3{break-after:avoid}
-.scroll{overflow:visible}table{font-size:7pt}th,td{white-space:normal;overflow-wrap:anywhere}
+.scroll{overflow:visible}table{font-size:7pt}th,td{white-space:normal;overflow-wrap:anywhere}td.wrap{min-width:10em}
 a{color:inherit;text-decoration:none}pre{white-space:pre-wrap}
 }
 """
