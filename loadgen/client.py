@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.conn import ClientError, Connection, ConnectionReused, ErrorKind, Phase, WindowBook
+from loadgen.conn import ClientError, Connection, ConnectionReused, EncodedGet, ErrorKind, Phase, WindowBook
 from loadgen.headers import HeaderProfile
 from loadgen.metrics import LatencyRecorder, SeqTracker, backoff_s
 from loadgen.tls import client_context
@@ -90,13 +90,45 @@ class ClientState:
             self.subscribed_ns = time.time_ns()
 
 
+class StopSignal(asyncio.Event):
+    """The cell's stop: an ``asyncio.Event`` whose ``set`` also ends every ``sleep`` at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sleepers: set[asyncio.Future[None]] = set()
+
+    def set(self) -> None:
+        super().set()
+        for waiter in self._sleepers:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def sleep(self, delay_s: float) -> None:
+        """Sleep ``delay_s`` (one loop timer, one future) or until ``set``, whichever comes first."""
+        if self.is_set():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        timer = waiter.get_loop().call_later(delay_s, _wake, waiter)
+        self._sleepers.add(waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._sleepers.discard(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 @dataclass
 class ClientContext:
     plan: Plan
     book: WindowBook = field(default_factory=WindowBook)
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     errors: Counter[str] = field(default_factory=Counter)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: StopSignal = field(default_factory=StopSignal)
     stale_resumes: int = 0  # 410 Gone: the resume point had left the history (those events count as lost)
     reconnects: int = 0
     requests_retried: int = 0  # ConnectionReused: sent on a connection the server had just closed
@@ -106,6 +138,15 @@ class ClientContext:
     extended_connect: bool | None = None
     h1_fallback: bool = False
     _ssl: dict[tuple[str, ...], ssl.SSLContext] = field(default_factory=dict)
+    _gets: dict[str, EncodedGet] = field(default_factory=dict)
+
+    def encoded_get(self, path: str) -> EncodedGet:
+        """The bytes of ``GET path?after=N`` with the cell's header profile, encoded once per worker."""
+        get = self._gets.get(path)
+        if get is None:
+            headers = self.plan.profile.fetch_headers(self.plan.hostport, self.plan.scheme)
+            get = self._gets[path] = EncodedGet.build(path, headers)
+        return get
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -155,22 +196,26 @@ class ClientContext:
             conn = None
         return conn if conn is not None else await self.connect(client)
 
-    async def sleep_until(self, wall_ns: int) -> bool:
+    async def sleep_until(self, wall_ns: int, precise: bool = False) -> bool:
         """Sleep until ``wall_ns`` has passed on the wall clock; False if the cell stopped first.
 
-        uvloop (libuv) rounds timer delays to whole milliseconds and measures them from a cached loop time,
-        so a timer can fire up to ~0.5 ms early. A send made then goes out before its intended time and its
-        reply can arrive before it too (a latency < 0), so wake again until the intended time has passed.
+        Never returns early: uvloop (libuv) rounds timer delays to whole milliseconds and counts them on a
+        coarse millisecond clock, so a timer can fire up to ~1.5 ms early, and a send made then could get its
+        reply before its intended time (a latency < 0); an early wake sleeps again. By default each sleep is
+        whole milliseconds of the loop's own clock (at least one), about 1.1 wakes per call, returning a
+        median ~0.7 ms after ``wall_ns``. ``precise`` asks for the remaining time as it is, which spins (about
+        20 wakes) through the last millisecond to return ~0.3 ms after it: for sends whose latency is
+        measured from their intended time (echo), not for polls spaced by their interval.
         """
-        while not self.stop.is_set():
-            delay = (wall_ns - time.time_ns()) / NS_PER_S
-            if delay <= 0:
+        stop = self.stop
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            delay_s = (wall_ns - time.time_ns()) / NS_PER_S
+            if delay_s <= 0:
                 return True
-            try:
-                async with asyncio.timeout(delay):
-                    await self.stop.wait()
-            except TimeoutError:
-                continue
+            if not precise:
+                delay_s = max(1, round((delay_s + time.monotonic() - loop.time()) * 1000)) / 1000
+            await stop.sleep(delay_s)
         return False
 
     async def run_sessions(

@@ -34,7 +34,7 @@ from typing import Any
 from loadgen.h2frames import H2Tally
 from loadgen.headers import header_block
 from loadgen.metrics import PayloadLedger
-from loadgen.wire import TCP_CLOSE, TcpInfo, WireCountersUnavailable, read_tcp_info
+from loadgen.wire import TCP_CLOSE, TcpInfo, WireCountersUnavailable, peer_fin_received, read_tcp_info
 
 MAX_HEADER_BYTES = 64 * 1024
 READ_BUFFER_BYTES = 1024 * 1024  # received but unread bytes beyond which reading pauses (request/response mode)
@@ -163,6 +163,28 @@ class Response:
 Sink = Callable[[bytes | bytearray, int], int]
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedGet:
+    """``GET path`` or ``GET path?after=N`` with a fixed header block, encoded once: per request only the
+    cursor's digits are formatted."""
+
+    bare: bytes  # without a cursor
+    prefix: bytes  # up to and including "after="
+    suffix: bytes  # from the space before "HTTP/1.1" to the blank line
+
+    @classmethod
+    def build(cls, path: str, headers: Sequence[tuple[str, str]]) -> EncodedGet:
+        block = header_block(headers) + b"\r\n"
+        return cls(
+            f"GET {path} HTTP/1.1\r\n".encode("latin-1") + block,
+            f"GET {path}?after=".encode("latin-1"),
+            b" HTTP/1.1\r\n" + block,
+        )
+
+    def encode(self, cursor: int | None) -> bytes:
+        return self.bare if cursor is None else b"%s%d%s" % (self.prefix, cursor, self.suffix)
+
+
 class _Receiver(asyncio.Protocol):
     """The asyncio side of a ``Connection``: received bytes in one buffer, one waiter, an optional sink.
 
@@ -262,12 +284,17 @@ class _Receiver(asyncio.Protocol):
 
     def take(self, n: int) -> bytes:
         data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        self.consumed += n
+        self.discard(n)
+        return data
+
+    def discard(self, n: int) -> None:
+        """Consume ``n`` buffered bytes (``take`` without the copy: a sink has read them in place)."""
+        if n:
+            del self.buffer[:n]
+            self.consumed += n
         if self.read_paused and len(self.buffer) <= READ_BUFFER_BYTES // 2 and self.transport is not None:
             self.read_paused = False
             self.transport.resume_reading()
-        return data
 
     async def wait_data(self) -> None:
         if self.eof:
@@ -312,6 +339,7 @@ class Connection:
         ssl_object = transport.get_extra_info("ssl_object")
         self.tls = ssl_object is not None
         self.alpn = (ssl_object.selected_alpn_protocol() or "") if ssl_object is not None else ""
+        self._parser: ResponseParser | None = None  # the response being read (``read_response``)
         self.h2_down: H2Tally | None = None  # set by an HTTP/2 session on this connection
         self.h2_up: H2Tally | None = None
         self._start: _Mark | None = None
@@ -508,61 +536,79 @@ class Connection:
         """Send one request and read the whole response (Content-Length or chunked)."""
         head = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + header_block(headers) + b"\r\n"
         spans = [(len(head), len(body))] if body_is_payload and body else []
-        self.write(head + body, spans)
-        await self.drain()
-        head_at, sent_at = self.down_offset, time.monotonic()
+        return await self.exchange(head + body, spans)
+
+    async def exchange(self, data: bytes, payload_spans: Sequence[tuple[int, int]] = ()) -> Response:
+        """Send one encoded request (``data``: head and body) and read its whole response.
+
+        A kept-alive connection the server closed just as the request went out raises ``ConnectionReused``.
+        """
+        self.write(data, payload_spans)
+        rx = self._rx
+        if rx.write_paused:
+            await self.drain()
+        head_at, sent_at = rx.consumed, time.monotonic()
         try:
-            status, resp_headers = await self.read_head()
+            response = await self.read_response()
         except ClientError as exc:
             if (
                 self.responses
                 and exc.kind is ErrorKind.DISCONNECT
-                and self.down_offset == head_at
+                and rx.consumed == head_at
                 and time.monotonic() - sent_at < REUSE_RACE_S
             ):
                 raise ConnectionReused() from exc
             raise
-        keep_alive = resp_headers.get("connection", "").lower() != "close"
-        if "chunked" in resp_headers.get("transfer-encoding", "").lower():
-            body_offset, data = await self.read_chunked_body()
-        elif "content-length" in resp_headers:
-            try:
-                length = int(resp_headers["content-length"])
-            except ValueError:
-                raise ClientError(ErrorKind.PROTOCOL, "Content-Length is not a number") from None
-            body_offset, data = await self.read_exactly(length, "response body") if length else (self.down_offset, b"")
-        else:
-            raise ClientError(ErrorKind.PROTOCOL, "response without Content-Length or chunked encoding")
         self.responses += 1
-        return Response(status, resp_headers, data, body_offset, keep_alive)
+        return response
+
+    async def read_response(self) -> Response:
+        """One whole response, parsed by a ``ResponseParser`` sink as its bytes arrive.
+
+        No task switch per read and one timer (the connection's timeout) for the whole response, instead of
+        a wait and a timeout context for the head and again for the body.
+        """
+        rx = self._rx
+        parser = ResponseParser()
+        if rx.buffer:  # bytes that came before the sink could be installed
+            rx.discard(parser.feed(rx.buffer, rx.consumed))
+        if parser.response is not None:
+            return parser.response
+        if rx.eof:
+            raise self._ended("response")
+        rx.sink_done = done = rx.loop.create_future()
+        timer = None
+        if self.timeout_s is not None:
+            timer = rx.loop.call_later(self.timeout_s, _time_out, done, f"no response within {self.timeout_s}s")
+        self._parser = parser
+        rx.sink = self._feed_response
+        try:
+            await done
+        finally:
+            rx.sink = None
+            rx.sink_done = None
+            self._parser = None
+            if timer is not None:
+                timer.cancel()
+        assert parser.response is not None
+        return parser.response
+
+    def _feed_response(self, data: bytes | bytearray, offset: int) -> int:
+        parser = self._parser
+        assert parser is not None
+        n = parser.feed(data, offset)
+        if parser.response is not None:
+            rx = self._rx
+            rx.sink = None  # anything after the response waits in the buffer
+            done = rx.sink_done
+            if done is not None and not done.done():
+                done.set_result(None)
+        return n
 
     async def read_head(self) -> tuple[int, dict[str, str]]:
         """Status line and header lines of a response."""
         _, raw = await self.read_until(b"\r\n\r\n", "response headers")
         return parse_head(raw)
-
-    async def read_chunk(self) -> tuple[int, bytes]:
-        """One chunk of a chunked body: (stream offset of its data, data); b"" for the last chunk."""
-        _, line = await self.read_until(b"\r\n", "chunk size")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ClientError(ErrorKind.PROTOCOL, f"bad chunk size line {line[:40]!r}") from None
-        if size == 0:
-            await self.read_until(b"\r\n", "chunked trailer")  # no trailers expected: the final CRLF
-            return self.down_offset, b""
-        offset, data = await self.read_exactly(size + 2, "chunk")
-        return offset, data[:-2]
-
-    async def read_chunked_body(self) -> tuple[int, bytes]:
-        first: int | None = None
-        parts: list[bytes] = []
-        while True:
-            offset, data = await self.read_chunk()
-            if not data:
-                return (first if first is not None else offset), b"".join(parts)
-            first = offset if first is None else first
-            parts.append(data)
 
     async def wait_eof(self, timeout_s: float) -> bool:
         """Wait for the server's FIN after a ``Connection: close`` response; True if it came."""
@@ -603,8 +649,8 @@ class Connection:
 
     def _peer_closed(self) -> bool:
         try:
-            return read_tcp_info(self._sock).peer_fin_received
-        except (OSError, WireCountersUnavailable):
+            return peer_fin_received(self._sock)
+        except OSError:
             return False
 
     def _finish(self, mark: _Mark | None, abort: bool = False) -> None:
@@ -707,3 +753,112 @@ def parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
         key = name.strip().lower()
         headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
     return status, headers
+
+
+def _time_out(done: asyncio.Future[None], message: str) -> None:
+    if not done.done():
+        done.set_exception(ClientError(ErrorKind.TIMEOUT, message))
+
+
+class _State(Enum):
+    HEAD = 0
+    BODY = 1  # Content-Length
+    CHUNK_SIZE = 2
+    CHUNK_DATA = 3
+    TRAILER = 4
+    DONE = 5
+
+
+class ResponseParser:
+    """One HTTP/1.1 response read from the received stream as it arrives: the head, then a Content-Length or
+    chunked body. Nothing here touches a socket: ``feed`` gets the unconsumed bytes and the stream offset of
+    the first, returns how many it consumed (a ``Sink``); ``response`` is set once the response is complete.
+    A body is copied once, when all of it is there. Raises ClientError on a malformed response.
+    """
+
+    __slots__ = ("_body_offset", "_headers", "_keep_alive", "_parts", "_remaining", "_state", "_status", "response")
+
+    def __init__(self) -> None:
+        self.response: Response | None = None
+        self._state = _State.HEAD
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._keep_alive = True
+        self._remaining = 0  # body bytes still to come (Content-Length), or the current chunk's with its CRLF
+        self._body_offset = -1  # stream offset of the first body byte (chunked: of the first chunk's data)
+        self._parts: list[bytes] = []
+
+    def feed(self, data: bytes | bytearray, offset: int) -> int:
+        pos = 0
+        state = self._state
+        if state is _State.DONE:
+            return 0
+        if state is _State.HEAD:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEADER_BYTES:
+                    raise ClientError(ErrorKind.PROTOCOL, "response headers too long")
+                return 0
+            pos = end + 4
+            self._status, headers = parse_head(bytes(data[:pos]))
+            self._headers = headers
+            self._keep_alive = headers.get("connection", "").lower() != "close"
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                state = _State.CHUNK_SIZE
+            elif "content-length" in headers:
+                try:
+                    self._remaining = int(headers["content-length"])
+                except ValueError:
+                    raise ClientError(ErrorKind.PROTOCOL, "Content-Length is not a number") from None
+                self._body_offset = offset + pos
+                if self._remaining == 0:
+                    self._finish(b"")
+                    return pos
+                state = _State.BODY
+            else:
+                raise ClientError(ErrorKind.PROTOCOL, "response without Content-Length or chunked encoding")
+            self._state = state
+        if state is _State.BODY:
+            end = pos + self._remaining
+            if len(data) < end:
+                return pos  # the rest of the body waits in the buffer, copied once when complete
+            self._finish(bytes(data[pos:end]))
+            return end
+        while True:
+            if state is _State.CHUNK_SIZE or state is _State.TRAILER:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    if len(data) - pos > MAX_HEADER_BYTES:
+                        raise ClientError(ErrorKind.PROTOCOL, "chunk size line too long")
+                    self._state = state
+                    return pos
+                line = bytes(data[pos:eol])
+                pos = eol + 2
+                if state is _State.TRAILER:  # no trailers expected: the final CRLF
+                    if self._body_offset < 0:
+                        self._body_offset = offset + pos
+                    self._finish(b"".join(self._parts))
+                    return pos
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ClientError(ErrorKind.PROTOCOL, f"bad chunk size line {line[:40]!r}") from None
+                if size == 0:
+                    state = _State.TRAILER
+                else:
+                    state = _State.CHUNK_DATA
+                    self._remaining = size + 2
+            else:  # CHUNK_DATA
+                end = pos + self._remaining
+                if len(data) < end:
+                    self._state = state
+                    return pos
+                if self._body_offset < 0:
+                    self._body_offset = offset + pos
+                self._parts.append(bytes(data[pos : end - 2]))
+                pos = end
+                state = _State.CHUNK_SIZE
+
+    def _finish(self, body: bytes) -> None:
+        self._state = _State.DONE
+        self.response = Response(self._status, self._headers, body, self._body_offset, self._keep_alive)

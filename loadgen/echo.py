@@ -41,7 +41,7 @@ async def echo_schedule(ctx: ClientContext, client: ClientState) -> AsyncIterato
     """Yield (seq, intended_ns) at each send time until the cell stops; late sends go at once."""
     phase, interval = echo_due(ctx.plan, client.index)
     due = next_due_ns(ctx.plan.anchor_ns, phase, interval, time.time_ns())
-    while await ctx.sleep_until(due):
+    while await ctx.sleep_until(due, precise=True):
         seq = (due - ctx.plan.anchor_ns - phase) // interval + 1
         yield seq, due
         due += interval

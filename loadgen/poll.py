@@ -37,16 +37,17 @@ def parse_poll_body(body: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
 
 async def fetch(ctx: ClientContext, client: ClientState, conn: Connection, path: str) -> bool:
     """One poll or long poll on ``conn``: deliver its events, move the cursor; False if the server closes."""
-    target = path if client.cursor is None else f"{path}?after={client.cursor}"
-    response = await conn.request("GET", target, ctx.plan.profile.fetch_headers(ctx.plan.hostport, ctx.plan.scheme))
+    cursor = client.cursor
+    response = await conn.exchange(ctx.encoded_get(path).encode(cursor))
     received_ns = time.time_ns()
-    if response.status == 410:
+    if response.status != 200:
+        target = path if cursor is None else f"{path}?after={cursor}"
+        if response.status != 410:
+            raise ClientError(ErrorKind.HTTP_STATUS, f"{response.status} for GET {target}")
         # The resume point left the history: the events in between are lost (never delivered), resume after.
         ctx.stale_resumes += 1
         ctx.count_error(ClientError(ErrorKind.HTTP_STATUS, f"410 Gone for {target}"))
         client.cursor = stale_resume_point(response.body)
-    elif response.status != 200:
-        raise ClientError(ErrorKind.HTTP_STATUS, f"{response.status} for GET {target}")
     else:
         cursor, events = parse_poll_body(response.body)
         for seq, ts, start, length in events:

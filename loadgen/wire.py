@@ -110,6 +110,11 @@ def read_tcp_info(sock: Any) -> TcpInfo:
     return parse_tcp_info(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BUFFER_BYTES))
 
 
+def peer_fin_received(sock: Any) -> bool:
+    """Whether the peer's FIN has arrived, from ``tcpi_state`` alone (one byte of ``TCP_INFO``, nothing parsed)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in PEER_FIN_STATES
+
+
 def tcpip_header_bytes(
     segments: int,
     *,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from loadgen.client import event_fields
-from loadgen.conn import ClientError, ErrorKind, parse_head
+from loadgen.conn import ClientError, EncodedGet, ErrorKind, ResponseParser, parse_head
 from loadgen.headers import (
     ProfileError,
     cookie_value,
@@ -130,6 +130,79 @@ def test_parse_head() -> None:
     assert status == 200 and headers == {"content-length": "5", "x-a": "1, 2"}
     with pytest.raises(ClientError, match="protocol"):
         parse_head(b"garbage\r\n\r\n")
+
+
+def feed_in_pieces(stream: bytes, piece: int, at: int = 1000) -> tuple[ResponseParser, int]:
+    """Feed ``stream`` (starting at stream offset ``at``) as ``Connection`` does: unconsumed bytes are handed over
+    again with the next piece. Returns the parser and how many bytes it consumed in all."""
+    parser = ResponseParser()
+    buffer, consumed = b"", 0
+    for cut in range(0, len(stream), piece):
+        buffer += stream[cut : cut + piece]
+        n = parser.feed(buffer, at + consumed)
+        buffer, consumed = buffer[n:], consumed + n
+        if parser.response is not None:
+            break
+    return parser, consumed
+
+
+@pytest.mark.parametrize("piece", [1, 7, 1000])
+def test_response_parser_content_length(piece: int) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"  # 57 bytes
+    parser, consumed = feed_in_pieces(head + b"hello" + b"HTTP/1.1 next", piece)
+    response = parser.response
+    assert response is not None and consumed == 62  # the next response's bytes are left alone
+    assert (response.status, response.body, response.body_offset, response.keep_alive) == (200, b"hello", 1057, False)
+    assert response.headers == {"content-length": "5", "connection": "close"}
+
+
+@pytest.mark.parametrize("piece", [1, 4, 1000])
+def test_response_parser_chunked_offsets_are_the_first_chunks_data(piece: int) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"  # 47 bytes
+    stream = head + b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
+    parser, consumed = feed_in_pieces(stream, piece)
+    response = parser.response
+    assert response is not None and consumed == len(stream)
+    assert (response.body, response.body_offset, response.keep_alive) == (b"abcde", 1000 + 47 + 3, True)
+
+
+def test_response_parser_empty_bodies() -> None:
+    # 25 + 19 + 2 bytes of head; the empty body "starts" after it
+    parser, _ = feed_in_pieces(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", 1000)
+    assert parser.response is not None and (parser.response.body, parser.response.body_offset) == (b"", 1046)
+    # 47 bytes of head, 5 of last chunk and final CRLF: as before, the offset after them
+    stream = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    parser, _ = feed_in_pieces(stream, 3)
+    assert parser.response is not None and (parser.response.body, parser.response.body_offset) == (b"", 1052)
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\n\r\n", "without Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "not a number"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (b"SSH-2.0\r\n\r\n", "bad status line"),
+    ],
+)
+def test_response_parser_refuses_malformed_responses(stream: bytes, message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        ResponseParser().feed(stream, 0)
+
+
+def test_response_parser_waits_for_a_whole_head_and_refuses_an_endless_one() -> None:
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nContent-Len", 0) == 0 and parser.response is None
+    with pytest.raises(ClientError, match="too long"):
+        parser.feed(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, 0)
+
+
+def test_encoded_get_is_the_request_line_and_header_block() -> None:
+    get = EncodedGet.build("/poll", [("Host", "h:1"), ("Accept", "*/*")])
+    block = b"Host: h:1\r\nAccept: */*\r\n\r\n"
+    assert get.encode(None) == b"GET /poll HTTP/1.1\r\n" + block
+    assert get.encode(0) == b"GET /poll?after=0 HTTP/1.1\r\n" + block
+    assert get.encode(123456789) == b"GET /poll?after=123456789 HTTP/1.1\r\n" + block
 
 
 def test_poll_body_spans_are_the_events_bytes() -> None:

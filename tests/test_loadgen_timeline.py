@@ -1,9 +1,15 @@
-"""A cell's timeline and plan (loadgen.runner.plan_timeline, make_plan) from hand-made inputs, no processes."""
+"""A cell's timeline and plan (loadgen.runner.plan_timeline, make_plan) from hand-made inputs, no processes; the
+clients' sleeps on that timeline."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 
+import uvloop
+
+from loadgen.client import ClientContext
 from loadgen.headers import make_profile
 from loadgen.runner import Timeline, make_plan, plan_timeline
 from pushbench.config import default_config, expand_cells
@@ -39,3 +45,25 @@ def test_the_plan_carries_the_cell_and_its_repeat() -> None:
     assert plan.ws_compress is True and plan.transport_spec.path == "/sse"
     assert (plan.anchor_ns, plan.window_start_ns, plan.window_end_ns, plan.stop_ns) == (1, 2, 3, 4)
     assert (plan.seq_first, plan.seq_last) == (5, 6)
+
+
+def test_sleep_until_never_returns_early_and_stop_ends_every_sleep() -> None:
+    """On uvloop, whose timers are whole milliseconds on a coarse clock: both modes return after the time asked,
+    never before it; ``stop.set()`` ends sleeps that have seconds left at once, and they say False."""
+    cell = expand_cells(default_config(["load.transport=poll"]))[0]
+    plan = make_plan(cell, 0, make_profile(cell.load), Timeline(1, 2, 3, 4, 5, 6), "127.0.0.1", 1, "")
+
+    async def main() -> None:
+        ctx = ClientContext(plan)
+        for precise in (False, True):
+            for k in range(40):
+                due = time.time_ns() + k * 97_000  # 0 to 3.8 ms, across millisecond boundaries
+                assert await ctx.sleep_until(due, precise=precise)
+                assert time.time_ns() >= due
+        sleepers = [asyncio.create_task(ctx.sleep_until(time.time_ns() + 30 * S)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        ctx.stop.set()
+        assert await asyncio.wait_for(asyncio.gather(*sleepers), timeout=1.0) == [False, False, False]
+        assert not await ctx.sleep_until(time.time_ns() + S)
+
+    uvloop.run(main())
