@@ -111,7 +111,7 @@ details{margin:.4em 0}summary{cursor:pointer}dd,li,p{overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.text,th.text{text-align:left}
-td.wrap{white-space:normal;min-width:24em}
+td.wrap{white-space:normal;min-width:18em}
 .scroll{overflow-x:auto;max-width:100%}
 .verdict{border-left:4px solid #999;padding:.3em 1em;margin:1em 0;background:#fafafa}
 .holds{border-color:#009E73}.partly-holds{border-color:#E69F00}.does-not-hold{border-color:#D55E00}
@@ -365,12 +365,13 @@ def glance_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]], found_ve
         + "</div>"
         + chart
         + (glance_table(rows) if rows else "<p>No feed cell at the baseline settings.</p>")
-        + capacity_summary_html(a)
         + f"<p class='note'>× {esc(reference)}: bytes per event divided by {esc(reference)}'s. Connections per "
         "client: the most open at the server at once ÷ clients; new connections: opened inside the window. Server "
         "CPU per 1,000 events: '&lt; x' when the server's CPU read 0 clock ticks in every repeat's window (user and "
         f"system time count whole ticks, so under {fmt(cpu_resolution_s(a.clock_ticks_per_s) * 1000)} ms): x is that "
-        "bound ÷ the events delivered. Files: charts/headline.svg, charts/headline.png.</p></section>"
+        "bound ÷ the events delivered. Files: charts/headline.svg, charts/headline.png.</p>"
+        + capacity_summary_html(a)
+        + "</section>"
     )
 
 
