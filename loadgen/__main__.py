@@ -234,6 +234,8 @@ def _run(
                 progress.update(task, completed=done_s)
                 for warning in summary.meta["warnings"]:
                     progress.console.print(f"[yellow]warning[/] {summary.row['cell_id']}: {warning}")
+                if summary.row["stopped_by"]:
+                    progress.console.print(f"[red]stopped by[/] {summary.row['cell_id']}: {summary.row['stopped_by']}")
         used = {p.name: profile_record(p) for p in profiles.values()}
         final = write_run(
             folder,

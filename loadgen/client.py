@@ -47,6 +47,14 @@ class Plan:
     stack: str = DEFAULT_STACK  # pushbench.stacks: h1 (cleartext, straight to the server), h1-tls, h2-tls
     ca_file: str = ""  # TLS stacks: the run's CA certificate, the only one the clients trust
     clock_sync: bool = False  # shards estimate their clock offset to the server (GET /time) and correct latencies
+    # Loopback addresses the clients connect from, round-robin by client index, when one source address has too
+    # few ephemeral ports for the cell (``loadgen.sources``); empty: the kernel picks the source.
+    source_addresses: tuple[str, ...] = ()
+
+    def source_address(self, client: int) -> str | None:
+        """The address client ``client`` connects from (None: the kernel's choice)."""
+        sources = self.source_addresses
+        return sources[client % len(sources)] if sources else None
 
     @property
     def hostport(self) -> str:
@@ -132,6 +140,7 @@ class ClientContext:
     stale_resumes: int = 0  # 410 Gone: the resume point had left the history (those events count as lost)
     reconnects: int = 0
     requests_retried: int = 0  # ConnectionReused: sent on a connection the server had just closed
+    limit_errors: Counter[str] = field(default_factory=Counter)  # errors caused by an OS limit, by loadgen.conn.Limit
     error_samples: list[str] = field(default_factory=list)
     # HTTP/2 stacks: whether the proxy advertises RFC 8441 (None until known); without it WebSockets go on
     # their own HTTP/1.1 TLS connections (``h1_fallback``: ALPN offers http/1.1 only), as a browser does.
@@ -169,6 +178,8 @@ class ClientContext:
     def count_error(self, exc: ClientError) -> None:
         if self.book.phase is not Phase.AFTER or not self.stop.is_set():
             self.errors[exc.kind.value] += 1
+            if exc.limit is not None:
+                self.limit_errors[exc.limit.value] += 1
             if len(self.error_samples) < 20:
                 self.error_samples.append(str(exc))
 
@@ -182,6 +193,7 @@ class ClientContext:
             self.plan.port,
             self.plan.request_timeout_s,
             self.ssl_context,
+            self.plan.source_address(client.index),
         )
         return conn
 

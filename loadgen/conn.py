@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import ssl
@@ -53,11 +54,28 @@ class ErrorKind(StrEnum):
 ERROR_KINDS = tuple(k.value for k in ErrorKind)
 
 
-class ClientError(Exception):
-    """A failure a client counts and recovers from (by reconnecting), classified by kind."""
+class Limit(StrEnum):
+    """An operating-system limit a connect ran into (``loadgen.summary.stopped_by`` names it for the cell)."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    FD = "fd"  # EMFILE / ENFILE: the client's descriptors
+    PORTS = "ports"  # EADDRNOTAVAIL: no ephemeral port left for this source address
+    CONNECT_TIMEOUT = "connect_timeout"  # the handshake did not complete in time (a full accept queue drops SYNs)
+
+
+LIMIT_ERRNOS: dict[int | None, Limit] = {
+    errno.EMFILE: Limit.FD,
+    errno.ENFILE: Limit.FD,
+    errno.EADDRNOTAVAIL: Limit.PORTS,
+}
+
+
+class ClientError(Exception):
+    """A failure a client counts and recovers from (by reconnecting), classified by kind; ``limit`` when an
+    operating-system limit caused it."""
+
+    def __init__(self, kind: ErrorKind, message: str, limit: Limit | None = None) -> None:
         self.kind = kind
+        self.limit = limit
         super().__init__(f"{kind.value}: {message}")
 
 
@@ -365,8 +383,10 @@ class Connection:
         port: int,
         timeout_s: float,
         ssl_context: ssl.SSLContext | None = None,
+        source: str | None = None,
     ) -> Connection:
-        """Connect (and complete the TLS handshake when ``ssl_context`` is given)."""
+        """Connect from ``source`` (an address of this host; None: the kernel's choice), and complete the TLS
+        handshake when ``ssl_context`` is given."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout_s):
@@ -376,17 +396,31 @@ class Connection:
                     port,
                     ssl=ssl_context,
                     server_hostname=host if ssl_context is not None else None,
+                    local_addr=(source, 0) if source else None,
                 )
         except TimeoutError:
-            raise ClientError(ErrorKind.CONNECT, f"connect to {host}:{port} timed out after {timeout_s}s") from None
+            raise ClientError(
+                ErrorKind.CONNECT, f"connect to {host}:{port} timed out after {timeout_s}s", Limit.CONNECT_TIMEOUT
+            ) from None
         except ssl.SSLError as exc:
             raise ClientError(ErrorKind.CONNECT, f"TLS handshake with {host}:{port}: {exc}") from None
         except OSError as exc:
-            raise ClientError(ErrorKind.CONNECT, f"connect to {host}:{port}: {exc.strerror or exc}") from None
+            where = f" from {source}" if source else ""
+            raise ClientError(
+                ErrorKind.CONNECT,
+                f"connect to {host}:{port}{where}: {exc.strerror or exc}",
+                LIMIT_ERRNOS.get(exc.errno),
+            ) from None
         handshake = (0, 0)
         if ssl_context is not None:
             handshake = await _handshake_bytes(transport.get_extra_info("socket"))
-        return cls(book, client, conn_seq, transport, protocol, timeout_s, handshake)
+        try:
+            return cls(book, client, conn_seq, transport, protocol, timeout_s, handshake)
+        except OSError as exc:  # the duplicate descriptor the kernel counters are read through
+            transport.abort()
+            raise ClientError(
+                ErrorKind.CONNECT, f"connect to {host}:{port}: {exc.strerror or exc}", LIMIT_ERRNOS.get(exc.errno)
+            ) from None
 
     @property
     def down_offset(self) -> int:

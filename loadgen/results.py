@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loadgen.conn import Limit
 from loadgen.headers import HeaderProfile, header_block_bytes
 from loadgen.layers import block_distribution, h2_columns, layer_columns
 from loadgen.metrics import (
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
     HDR_SIGNIFICANT_DIGITS,
+    cpu_percent,
     encode_histogram,
     merge_histograms,
     summarize_latency,
@@ -38,6 +41,7 @@ from loadgen.metrics import (
 from loadgen.netpath import MECHANISM_LOOPBACK, delay_line_saturation
 from loadgen.runner import CellRun
 from loadgen.summary import (
+    LimitEvidence,
     byte_totals,
     cell_status,
     cell_warnings,
@@ -47,6 +51,7 @@ from loadgen.summary import (
     message_counts,
     saturation,
     server_deltas,
+    stopped_by,
     worker_health,
 )
 from pushbench import stacks, transports
@@ -85,6 +90,8 @@ SUMMARY_COLUMNS = [
     "bytes_down_hpack", "bytes_up_hpack", "bytes_down_h2_control", "bytes_up_h2_control", "h2_request_blocks",
     "h2_request_block_first_bytes", "h2_request_block_max_bytes", "h2_request_block_median_bytes", "h2_response_block_median_bytes",
     "executor", "load_hosts", "clock_uncertainty_ms", "server_external", "server_measured",
+    # The limit that stopped the cell, one line (empty when none did): loadgen.summary.stopped_by.
+    "stopped_by", "source_addresses",
     # The network path ([network]; loopback when all three are 0): what was asked, what was measured.
     *NETWORK_COLUMNS,
 ]  # fmt: skip
@@ -196,6 +203,32 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
     clocks = [r.clock for r in results if r.clock is not None]
     clock = clock_summary(clocks, latency.p50_ms if count else None)
     status = cell_status(run.status, counter_errors)
+    limit_errors = Counter[str]()
+    for r in results:
+        limit_errors.update(r.limit_errors)
+    nofiles = [r.nofile_limit for r in results if r.nofile_limit is not None]
+    memory = run.memory_available_end
+    sources = run.sources or {}
+    stopped = stopped_by(
+        LimitEvidence(
+            client_fd_errors=limit_errors[Limit.FD.value],
+            client_nofile_limit=min(nofiles, default=None),
+            port_errors=limit_errors[Limit.PORTS.value],
+            ports_per_address=sources.get("ports_per_address"),
+            source_addresses=max(1, len(sources.get("addresses", ()))),
+            connect_timeouts=limit_errors[Limit.CONNECT_TIMEOUT.value],
+            connect_timeout_s=plan.request_timeout_s if plan else 0.0,
+            max_connections_503=srv.max_connections_503 or 0,
+            max_connections=server.max_connections,
+            server_connections_peak=srv.connections_peak,
+            server_nofile_limit=srv.nofile_limit,
+            server_fds_at_start=srv.fds_at_start,
+            server_cpu_pct=cpu_percent(cpu_s, duration_s) if cpu_s is not None and duration_s > 0 else None,
+            memory_available_bytes=memory[0] if memory else None,
+            memory_total_bytes=memory[1] if memory else None,
+            saturation=sat.reasons,
+        )
+    )
     warnings = [*cell_warnings(run.warnings, status, sat, messages, counter_errors, late), *clock.warnings]
     hostport = f"{plan.host}:{plan.port}" if plan else "127.0.0.1:0"
     row: dict[str, Any] = {
@@ -272,6 +305,8 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "clock_uncertainty_ms": clock.uncertainty_ns / 1e6 if clock.uncertainty_ns is not None else None,
         "server_external": run.external,
         "server_measured": bool(run.stats_start and run.stats_end),
+        "stopped_by": stopped,
+        "source_addresses": max(1, len(sources.get("addresses", ()))),
         **network_columns(cell.network, run.network),
     }
     connections = [
@@ -325,6 +360,8 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         if run.runner_clock or clocks
         else None,
         "server_external": run.external,
+        "sources": run.sources,
+        "limit_errors": dict(limit_errors),
     }
     return CellSummary(row, encode_histogram(histogram), connections, meta, list(sat.reasons))
 

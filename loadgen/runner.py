@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
+
 from loadgen.client import Plan
 from loadgen.clock import ClockOffset
 from loadgen.executors import SETUP_LEAD_S, Executor, LocalExecutor, ShardOutcome, ShardsFailed
@@ -44,6 +46,7 @@ from loadgen.netpath import (
 from loadgen.procs import log_tail, stop_process
 from loadgen.proxy import ProxyProcess, ProxyUnavailable, start_proxy
 from loadgen.shard import ShardSpec, measure_offset
+from loadgen.sources import SourcePlan, new_connections_per_s, plan_sources, read_port_range
 from loadgen.tls import CertificateError, CertStore, client_context
 from loadgen.worker import WorkerResult, assign_clients
 from pushbench import netns
@@ -353,6 +356,8 @@ class CellRun:
     network: dict[str, Any] = field(default_factory=dict)  # the emulated path: what was built and measured
     external: bool = False  # the server is [target] url's, not one the load generator started
     runner_clock: dict[str, Any] | None = None  # this machine's clock offset to the server, when estimated
+    sources: dict[str, Any] | None = None  # loadgen.sources.SourcePlan (local executor only)
+    memory_available_end: tuple[int, int] | None = None  # (available, total) bytes of this host at window end
 
     def fail(self, message: str, status: str = "incomplete") -> None:
         if self.status != "failed":
@@ -426,8 +431,9 @@ def make_plan(
     port: int,
     ca_file: str = "",
     clock_sync: bool = False,
+    source_addresses: tuple[str, ...] = (),
 ) -> Plan:
-    """The plan every shard gets: where to connect, what its clients do, and the timeline."""
+    """The plan every shard gets: where to connect (and from where), what its clients do, and the timeline."""
     load, feed = cell.load, cell.feed
     return Plan(
         host=host,
@@ -452,7 +458,22 @@ def make_plan(
         stack=load.stack,
         ca_file=ca_file,
         clock_sync=clock_sync,
+        source_addresses=source_addresses,
     )
+
+
+def cell_sources(cell: Cell, host: str, port_range: tuple[int, int]) -> SourcePlan:
+    """How many source addresses the cell's clients need to reach ``host`` (``loadgen.sources``)."""
+    load, transport = cell.load, TRANSPORTS[cell.load.transport]
+    churn = new_connections_per_s(
+        load.clients,
+        cell.server.keepalive,
+        transport.polls or (load.scenario == "echo" and transport.echo_key == "http"),
+        transport.holds_requests and load.scenario == "feed",
+        cell.feed.rate_hz,
+        load.send_interval_s if load.scenario == "echo" else load.poll_interval_s,
+    )
+    return plan_sources(load.clients, churn, host, port_range)
 
 
 def start_tls_proxy(
@@ -560,7 +581,10 @@ def run_cell(
         own_offset = server_clock_offset(server) if clock_sync else None
         own = own_offset.offset_ns if own_offset else 0
         timeline = plan_timeline(ref_seq, ref_ts, feed, load, time.time_ns() + own, shards.lead_s)
-        plan = make_plan(cell, repeat, profile, timeline, host, port, ca_file, clock_sync)
+        sources = cell_sources(cell, host, read_port_range()) if executor.name == "local" else None
+        run.sources = sources.to_json() if sources else None
+        addresses = sources.addresses if sources else ()
+        plan = make_plan(cell, repeat, profile, timeline, host, port, ca_file, clock_sync, addresses)
         run.plan = plan
         run.runner_clock = own_offset.to_json() if own_offset else None
         shards.submit(plan)
@@ -583,6 +607,8 @@ def run_cell(
                 run.time_wait_end = time_wait_sockets(
                     host, port, server.proc.pid if isinstance(server, ServerProcess) else "self"
                 )
+                memory = psutil.virtual_memory()
+                run.memory_available_end = (memory.available, memory.total)
             if emulated is not None and path_start is not None:
                 run.network.update(path_window(path_start, path_counters(emulated)))
         if proxy is not None and not proxy.alive():

@@ -108,6 +108,11 @@ class ServerDeltas:
     connections_accepted: int | None = None  # less the load generator's own /stats probe connections
     connections_peak: int | None = None  # over the server's life, less the probe's one connection
     rss_bytes: int | None = None  # at the window's end
+    # Connections refused with 503 under server.max_connections: over the server's life (the ramp-up included),
+    # or inside the window for an external server, which may have served other cells.
+    max_connections_503: int | None = None
+    nofile_limit: int | None = None  # the server's RLIMIT_NOFILE and the descriptors it held before any connection
+    fds_at_start: int | None = None
 
 
 def server_deltas(
@@ -118,8 +123,16 @@ def server_deltas(
     spans every cell since it started, so it is not this cell's figure."""
     s0, s1 = start or {}, end or {}
     peak = s1["connections_peak"] - 1 if "connections_peak" in s1 and not external else None
+    refused = s1.get("rejected", {}).get("max_connections", 0) if s1 else None
+    if refused is not None and external:
+        refused -= s0.get("rejected", {}).get("max_connections", 0)
+    limits = {
+        "max_connections_503": refused,
+        "nofile_limit": s1.get("nofile_limit"),
+        "fds_at_start": s1.get("fds_at_start"),
+    }
     if not (s0 and s1):
-        return ServerDeltas(connections_peak=peak, rss_bytes=s1.get("rss_bytes"))
+        return ServerDeltas(connections_peak=peak, rss_bytes=s1.get("rss_bytes"), **limits)
 
     def delta(key: str) -> Any:
         return s1[key] - s0[key] if key in s0 and key in s1 else None
@@ -134,6 +147,7 @@ def server_deltas(
         connections_accepted=accepted - probes if accepted is not None and probes is not None else None,
         connections_peak=peak,
         rss_bytes=s1.get("rss_bytes"),
+        **limits,
     )
 
 
@@ -211,6 +225,79 @@ def saturation(per_worker: Sequence[Mapping[str, Any]], latency_p99_ms: float = 
             )
         )
     return Saturation(busiest, worst, reasons, max(waits, default=None), hosts)
+
+
+# The server runs one event loop: at this share of one core over the window it could not have served more.
+SERVER_CPU_FULL_PCT = 95.0
+# Host memory available at the window's end below this share of the total: memory is what stops the next size.
+MEMORY_LOW_FRACTION = 0.05
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LimitEvidence:
+    """What a cell measured that can name the limit that stopped it (``stopped_by``); None: not known."""
+
+    client_fd_errors: int = 0  # connects that failed with EMFILE/ENFILE
+    client_nofile_limit: int | None = None  # the lowest worker's RLIMIT_NOFILE
+    port_errors: int = 0  # connects that failed with EADDRNOTAVAIL
+    ports_per_address: int | None = None
+    source_addresses: int = 1
+    connect_timeouts: int = 0
+    connect_timeout_s: float = 0.0
+    max_connections_503: int = 0
+    max_connections: int | None = None  # server.max_connections
+    server_connections_peak: int | None = None
+    server_nofile_limit: int | None = None
+    server_fds_at_start: int | None = None
+    server_cpu_pct: float | None = None  # % of one core over the window
+    memory_available_bytes: int | None = None  # this host's, at the window's end
+    memory_total_bytes: int | None = None
+    saturation: tuple[str, ...] = ()  # Saturation.reasons
+
+
+def stopped_by(e: LimitEvidence) -> str:
+    """The limits that stopped a cell, one line ('' when none did): descriptors (server, client), ephemeral ports,
+    ``server.max_connections``, memory, the server's CPU at a full core, connect timeouts, a saturated instrument."""
+    parts = []
+    if (
+        e.server_nofile_limit is not None
+        and e.server_connections_peak is not None
+        and e.server_connections_peak + (e.server_fds_at_start or 0) >= e.server_nofile_limit
+    ):
+        parts.append(
+            f"server fd limit: RLIMIT_NOFILE {e.server_nofile_limit:,} reached with "
+            f"{e.server_connections_peak:,} connections open"
+        )
+    if e.client_fd_errors:
+        limit = f"RLIMIT_NOFILE {e.client_nofile_limit:,} per worker" if e.client_nofile_limit else "RLIMIT_NOFILE"
+        parts.append(
+            f"client fd limit: {limit}, two per connection ({e.client_fd_errors:,} connects failed with EMFILE)"
+        )
+    if e.port_errors:
+        ports = f"{e.ports_per_address:,} " if e.ports_per_address else ""
+        parts.append(
+            f"ephemeral ports: {ports}per source address × {e.source_addresses} "
+            f"({e.port_errors:,} connects failed with EADDRNOTAVAIL)"
+        )
+    if e.max_connections_503:
+        limit = f" {e.max_connections:,}" if e.max_connections is not None else ""
+        parts.append(f"server max_connections{limit}: {e.max_connections_503:,} connections answered 503")
+    if (
+        e.memory_available_bytes is not None
+        and e.memory_total_bytes
+        and e.memory_available_bytes < MEMORY_LOW_FRACTION * e.memory_total_bytes
+    ):
+        parts.append(
+            f"memory: {e.memory_available_bytes // MIB:,} MiB of {e.memory_total_bytes // MIB:,} MiB available"
+        )
+    if e.server_cpu_pct is not None and e.server_cpu_pct >= SERVER_CPU_FULL_PCT:
+        parts.append(f"server CPU at {e.server_cpu_pct:.0f} % of its one core")
+    if e.connect_timeouts:
+        parts.append(f"{e.connect_timeouts:,} connect timeouts ({e.connect_timeout_s:g} s)")
+    if e.saturation:
+        parts.append("load generator saturated: " + "; ".join(e.saturation))
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)

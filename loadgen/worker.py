@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import random
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class WorkerResult:
     stale_resumes: int = 0
     reconnects: int = 0
     requests_retried: int = 0
+    limit_errors: dict[str, int] = field(default_factory=dict)  # client errors an OS limit caused (conn.Limit)
+    nofile_limit: int | None = None  # the worker's RLIMIT_NOFILE (soft) while it ran
     counter_errors: int = 0
     clients_late: int = 0  # feed clients not subscribed when the window started: they miss its first events
     failure: str | None = None
@@ -197,5 +200,7 @@ async def _run_clients(
     result.stale_resumes = ctx.stale_resumes
     result.reconnects = ctx.reconnects
     result.requests_retried = ctx.requests_retried
+    result.limit_errors = dict(ctx.limit_errors)
+    result.nofile_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     result.counter_errors = ctx.book.counter_errors
     return result

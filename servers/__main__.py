@@ -65,6 +65,7 @@ async def serve(config: Sections) -> None:
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
     await site.start()
     bound_port = runner.addresses[0][1]
+    app[STATE].stats.fds_at_start = app[STATE].process.num_fds()
     print(f"serving http://{url_host(host)}:{bound_port}", flush=True)
     if is_all_interfaces(host):
         print(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +34,11 @@ class Stats:
     stale_cursors: int = 0  # requests whose cursor had left the history
     slow_client_drops: int = 0
     rejected: Counter[str] = field(default_factory=Counter)  # error responses and closes, by kind
+    # Descriptors: the limit, and how many the process held before its first connection (so the connection count
+    # at which it runs out is known; the load generator names that limit when a cell reaches it).
+    nofile_limit: int = field(default_factory=lambda: resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    fds_at_start: int | None = None
+    last_rss_bytes: int = 0
 
     def connection_made(self) -> None:
         self.connections_accepted += 1
@@ -41,7 +49,9 @@ class Stats:
         self.connections_open -= 1
 
     def snapshot(self, feed: Feed, process: psutil.Process) -> dict[str, Any]:
-        cpu = process.cpu_times()
+        cpu = os.times()  # a system call: no descriptor needed, so /stats answers at the descriptor limit too
+        with contextlib.suppress(OSError):  # reading /proc needs one: the last reading then
+            self.last_rss_bytes = process.memory_info().rss
         return {
             "events_published": feed.events_published,
             "latest_seq": feed.latest_seq,
@@ -59,7 +69,9 @@ class Stats:
             "rejected": dict(self.rejected),
             "cpu_user_s": cpu.user,
             "cpu_system_s": cpu.system,
-            "rss_bytes": process.memory_info().rss,
+            "rss_bytes": self.last_rss_bytes,
+            "nofile_limit": self.nofile_limit,
+            "fds_at_start": self.fds_at_start,
             "uptime_s": time.monotonic() - self.started_mono,
             "pid": process.pid,
         }

@@ -12,6 +12,7 @@ from loadgen.conn import ConnRecord
 from loadgen.headers import make_profile
 from loadgen.results import summarize
 from loadgen.summary import (
+    LimitEvidence,
     MessageCounts,
     Saturation,
     byte_totals,
@@ -20,6 +21,7 @@ from loadgen.summary import (
     message_counts,
     saturation,
     server_deltas,
+    stopped_by,
 )
 from loadgen.worker import WorkerResult
 
@@ -129,3 +131,51 @@ def test_summarize_reads_the_run_and_never_changes_it() -> None:
     assert (run.warnings, run.status) == before
     assert summary.row["status"] == "incomplete" and summary.meta["status"] == "incomplete"
     assert any(w.startswith("TCP_INFO could not be read 2 times") for w in summary.meta["warnings"])
+
+
+def test_server_limits_from_stats() -> None:
+    start = {**STATS0, "rejected": {"max_connections": 7}, "nofile_limit": 20_000, "fds_at_start": 12}
+    end = {**start, "rejected": {"max_connections": 30, "http_404": 1}}
+    own = server_deltas(start, end, ("deliveries", "sse"))
+    assert (own.max_connections_503, own.nofile_limit, own.fds_at_start) == (30, 20_000, 12)  # the ramp-up's too
+    assert server_deltas(start, end, ("deliveries", "sse"), external=True).max_connections_503 == 23  # 30 - 7
+    assert server_deltas(STATS0, STATS0, ("deliveries", "sse")).max_connections_503 == 0  # no refusal counted yet
+
+
+def test_stopped_by_names_each_limit_in_one_line() -> None:
+    assert stopped_by(LimitEvidence()) == ""  # nothing stopped the cell
+    assert stopped_by(LimitEvidence(server_cpu_pct=94.9, server_connections_peak=100, server_nofile_limit=1024)) == ""
+    # 19,990 connections + 10 descriptors held before the first one = 20,000: the server's limit.
+    server_fd = LimitEvidence(server_connections_peak=19_990, server_fds_at_start=10, server_nofile_limit=20_000)
+    assert stopped_by(server_fd) == "server fd limit: RLIMIT_NOFILE 20,000 reached with 19,990 connections open"
+    assert (
+        stopped_by(LimitEvidence(server_connections_peak=19_989, server_fds_at_start=10, server_nofile_limit=20_000))
+        == ""
+    )
+    assert stopped_by(LimitEvidence(client_fd_errors=12, client_nofile_limit=20_000)) == (
+        "client fd limit: RLIMIT_NOFILE 20,000 per worker, two per connection (12 connects failed with EMFILE)"
+    )
+    assert stopped_by(LimitEvidence(port_errors=3, ports_per_address=28_232, source_addresses=2)) == (
+        "ephemeral ports: 28,232 per source address × 2 (3 connects failed with EADDRNOTAVAIL)"
+    )
+    assert stopped_by(LimitEvidence(max_connections_503=250, max_connections=5_000)) == (
+        "server max_connections 5,000: 250 connections answered 503"
+    )
+    gib = 1024**3
+    assert stopped_by(LimitEvidence(memory_available_bytes=gib, memory_total_bytes=24 * gib)) == (
+        "memory: 1,024 MiB of 24,576 MiB available"  # 4.2 % < 5 %
+    )
+    assert stopped_by(LimitEvidence(memory_available_bytes=2 * gib, memory_total_bytes=24 * gib)) == ""  # 8.3 %
+    assert stopped_by(LimitEvidence(server_cpu_pct=97.6)) == "server CPU at 98 % of its one core"
+    assert stopped_by(LimitEvidence(connect_timeouts=40, connect_timeout_s=10.0)) == "40 connect timeouts (10 s)"
+    both = LimitEvidence(server_cpu_pct=99.0, saturation=("load generator CPU 90% > 80% of a core",))
+    assert stopped_by(both) == (
+        "server CPU at 99 % of its one core; load generator saturated: load generator CPU 90% > 80% of a core"
+    )
+
+
+def test_summary_row_carries_stopped_by() -> None:
+    run = fake_run()  # worker 1's loop lagged 20 ms against a latency p99 of 3 ms: saturated
+    row = summarize(run, make_profile(run.cell.load)).row
+    assert row["stopped_by"].startswith("load generator saturated: event-loop lag p99 20.0 ms > 10.0 ms")
+    assert row["source_addresses"] == 1
