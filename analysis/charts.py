@@ -682,6 +682,9 @@ def capacity(a: Analysis) -> Figure:
     threshold_ms = a.capacity_p99_s * 1000
     if ax1.has_data():
         reference_line(ax1, threshold_ms, f"threshold: p99 {fmt(a.capacity_p99_s)} s")
+        for ms in sorted({s.threshold_ms for c in caps for s in c.sizes} - {threshold_ms}):
+            ax1.axhline(ms, color="#555555", linestyle=":", linewidth=1, label=f"polling: {fmt(ms / 1000)} s")
+        ax1.legend(loc="best", fontsize=7)
     else:
         no_data(ax1, "feed cells varying clients")
     ax1.set_xlabel("connected clients (log)")

@@ -77,7 +77,7 @@ CAPTIONS = {
     ),
     "capacity": (
         "Left: the worst repeat's p99 latency at each client count, one line per transport; the dashed line is the "
-        "threshold. Filled markers passed (p99 under the threshold, nothing lost, load generator unsaturated), "
+        "threshold (a polling transport is judged against the dotted one: the threshold plus its poll interval). Filled markers passed (p99 under the threshold, nothing lost, load generator unsaturated), "
         "hollow ones failed; the number above a point is the transport's capacity. Right: the server's fan-out, "
         "deliveries per server CPU-second (server_deliveries ÷ server_cpu_s), with issue 12's target; hollow: a lower "
         "bound (the server's CPU read 0 clock ticks in that window)."
@@ -474,7 +474,8 @@ def capacity_summary_html(a: Analysis) -> str:
         for c in caps
     ]
     return (
-        f"<p id='capacity-summary'><b>Capacity</b> (p99 at or under {fmt(a.capacity_p99_s)} s, nothing lost, load "
+        f"<p id='capacity-summary'><b>Capacity</b> (p99 at or under {fmt(a.capacity_p99_s)} s, plus the poll "
+        "interval for polling, nothing lost, load "
         f"generator unsaturated): {'; '.join(parts)}. <a href='#capacity'>Details</a>.</p>"
     )
 
@@ -489,7 +490,9 @@ def capacity_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str
     source = "--capacity-p99" if a.capacity_p99_s != configured_capacity_p99_s(a.run) else "report.capacity_p99_s"
     intro = (
         f"<p>Per transport, the largest number of clients at which the worst repeat's p99 latency stayed at or under "
-        f"<b>{threshold} s</b> ({esc(source)}), no message was lost and the load generator was not saturated, walking "
+        f"<b>{threshold} s</b> ({esc(source)}; for a transport that polls, {threshold} s plus its poll interval, "
+        "since a polled event waits up to one interval by design), no message was lost and the load generator was "
+        "not saturated, walking "
         "up the client counts this run measured (the baseline's other settings held fixed) until the first that "
         "failed; the last column says what failed there. At the capacity: server CPU per delivery (server_cpu_s ÷ "
         "server_deliveries, the app server's process; a TLS stack's HAProxy is in proxy_cpu_s and proxy_rss_bytes, "

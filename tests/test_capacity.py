@@ -21,6 +21,7 @@ from analysis.capacity import (
     capacity_of,
     cpu_figures,
     fanout_met,
+    latency_threshold_ms,
     size_failure,
 )
 from analysis.classic import classic_rows, measured_mbps
@@ -137,7 +138,7 @@ def test_the_limit_the_scale_helper_names_comes_first_and_failed_repeats_count()
 
 
 def size(clients: float, failure: str = "") -> Size:
-    return Size(clients, f"c{clients:g}", 1, 10.0, failure, Bounded(1.0), Bounded(1.0), 0.0, 0.0)
+    return Size(clients, f"c{clients:g}", 1, 10.0, 1000.0, failure, Bounded(1.0), Bounded(1.0), 0.0, 0.0)
 
 
 def test_capacity_is_the_last_size_passed_before_the_first_failure() -> None:
@@ -249,7 +250,8 @@ def test_the_first_screen_says_where_each_transport_stopped(sweep: Analysis) -> 
 
     text = html.unescape(re.sub(r"<[^>]+>", "", capacity_summary_html(sweep)))
     assert text == (
-        "Capacity (p99 at or under 1 s, nothing lost, load generator unsaturated): short polling 100 clients (at 1,000 "
+        "Capacity (p99 at or under 1 s, plus the poll interval for polling, nothing lost, load generator unsaturated): "
+        "short polling 100 clients (at 1,000 "
         "clients: RLIMIT_NOFILE 1024 reached); SSE 10,000 clients (not reached up to 10,000 clients); WebSocket 1,000 "
         "clients (at 10,000 clients: p99 1,500 ms > 1,000 ms; 88 of 50,000 messages lost; load generator saturated "
         "(event-loop lag p99 146.0 ms > 10 ms)). Details."
@@ -261,7 +263,9 @@ def test_the_threshold_comes_from_run_json_or_the_override(tmp_path: Path) -> No
     caps = {c.transport: c for c in capacities(analyse(run, capacity_p99_s=0.1))}
     assert caps["ws"].capacity is not None and caps["ws"].capacity.clients == 100
     assert caps["ws"].stopped_text() == "at 1,000 clients: p99 120 ms > 100 ms"
-    assert caps["poll"].capacity_text() == "under 100"
+    # Short polling (1 poll/s) is judged against 0.1 s + 1 s: 990 ms passes at 100 clients.
+    assert caps["poll"].capacity_text() == "100"
+    assert caps["poll"].sizes[0].threshold_ms == pytest.approx(1100.0)
     run.meta["config"]["report"]["capacity_p99_s"] = 2.0
     assert analyse(run).capacity_p99_s == 2.0
     del run.meta["config"]["report"]  # a run written before [report]: 1 s
@@ -341,3 +345,19 @@ def test_compare_prints_a_cpu_that_read_zero_as_a_bound(sweep: Analysis) -> None
     bounded = [line for line in lines if "<" in line]
     assert bounded == ["  server CPU per 1,000 delivered events [ms]: A < 40  B < 40  ratio –  known only as a bound"]
     assert "1 known only as bounds (server CPU that read 0 clock ticks)" in format_comparison(sweep, sweep)
+
+
+def test_a_polling_transport_is_judged_over_its_poll_interval(tmp_path: Path) -> None:
+    # Hand-computed: 1 s threshold + a 1 s poll interval = 2,000 ms for short polling; push transports get 1,000 ms.
+    assert latency_threshold_ms(1.0, True, 1.0) == 2000.0
+    assert latency_threshold_ms(1.0, True, 0.25) == 1250.0
+    assert latency_threshold_ms(1.0, False, 1.0) == 1000.0
+    assert latency_threshold_ms(0.5, True, math.nan) == 500.0  # no interval recorded: the plain threshold
+    figures = {100: 1500.0, 1000: 1990.0, 10_000: 2100.0}  # p99 of short polling at 1 poll/s
+    rows = [
+        sweep_row(i, "poll", n, {"p99": p99, "cpu": 0.1, "rss": 40_000_000})
+        for i, (n, p99) in enumerate(figures.items())
+    ]
+    (poll,) = capacities(analyse(sweep_run(tmp_path, rows)))
+    assert poll.capacity is not None and poll.capacity.clients == 1000
+    assert poll.stopped_text() == "at 10,000 clients: p99 2,100 ms > 2,000 ms"
