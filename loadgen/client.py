@@ -10,7 +10,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+import orjson
 
 from loadgen.conn import ClientError, Connection, ConnectionReused, EncodedGet, ErrorKind, Phase, WindowBook
 from loadgen.headers import HeaderProfile
@@ -175,6 +176,26 @@ class ClientContext:
         if client.tracker.add(seq):
             self.latency.record(received_ns + self.clock_offset_ns, intended_ns)
 
+    def deliver_event(
+        self,
+        client: ClientState,
+        conn: Connection,
+        raw: bytes | bytearray,
+        at: int,
+        wire_bytes: int,
+        received_ns: int,
+        payload_bytes: int | None = None,
+    ) -> int:
+        """One pushed event (a WebSocket text frame, an SSE record) read from ``conn``: ``raw`` is the event,
+        ``wire_bytes`` stream bytes at ``at`` carried it (``payload_bytes`` of it when compressed). Counts its
+        payload in the connection's ledger, parses it (``event_fields``) and delivers it; returns its seq.
+        Once per message in the streams' sinks, so in as few steps as ``add_down_payload`` + ``deliver`` allow."""
+        seq, ts = event_fields(raw)
+        conn.ledger.add_down(at, wire_bytes, payload_bytes)
+        if client.tracker.add(seq):
+            self.latency.record(received_ns + self.clock_offset_ns, ts)
+        return seq
+
     def count_error(self, exc: ClientError) -> None:
         if self.book.phase is not Phase.AFTER or not self.stop.is_set():
             self.errors[exc.kind.value] += 1
@@ -298,22 +319,12 @@ def stale_resume_point(body: bytes) -> int:
         raise ClientError(ErrorKind.PROTOCOL, f"410 without a usable 'oldest': {body[:80]!r}") from None
 
 
-# The JSON decoder's scanner (C, from ``_json``): ``json.loads`` minus its Python layers (encoding detection,
-# whitespace skipping, the "extra data" check), which cost three times the parse itself on a 150-byte event.
-_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def event_fields(raw: bytes) -> tuple[int, int]:
-    """(seq, ts) of one serialized event: the whole event is decoded (UTF-8) and parsed as JSON, as
-    ``json.loads`` would; whatever it refuses (or an event without integer seq and ts) is a protocol error."""
+def event_fields(raw: bytes | bytearray) -> tuple[int, int]:
+    """(seq, ts) of one serialized event: the whole event is parsed as JSON (``orjson``: strict UTF-8, every
+    value built, like ``json.loads`` or Node's ``JSON.parse``); what it refuses, or an event without integer seq
+    and ts, is a protocol error."""
     try:
-        text = raw.decode()
-        try:
-            data, end = _scan_json(text, 0)
-        except StopIteration:  # no JSON value right at 0 (leading whitespace, or not JSON)
-            end = -1
-        if end != len(text):  # let json.loads judge what the scanner alone does not (whitespace, extra data)
-            data = json.loads(text)
+        data = orjson.loads(raw)
         return int(data["seq"]), int(data["ts"])
-    except (ValueError, KeyError, TypeError):
-        raise ClientError(ErrorKind.PROTOCOL, f"not an event: {raw[:80]!r}") from None
+    except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
+        raise ClientError(ErrorKind.PROTOCOL, f"not an event: {bytes(raw[:80])!r}") from None

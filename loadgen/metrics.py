@@ -11,10 +11,10 @@ import itertools
 import math
 import random
 from array import array
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from pushbench.units import NS_PER_S
@@ -145,37 +145,60 @@ def latency_us(received_ns: int, intended_ns: int) -> int:
 class LatencyRecorder:
     """One worker's latencies: an HDR histogram plus the exact count, sum and max.
 
-    ``record`` only appends the latency in µs to an array; the histogram takes them in one pass, each distinct
-    value once with its count, when it is read (``histogram``): the same histogram, a fraction of the CPU per
-    message (hdrh records in pure Python).
+    ``record`` (once per message) only appends the latency in ns to an array; the rest is computed from the
+    array, in one pass, when any of it is read (``fold``): the histogram takes each distinct µs value once with
+    its count. The same figures, a fraction of the CPU per message (hdrh records in pure Python).
     """
 
     def __init__(self) -> None:
         self._histogram = new_histogram()
-        self._pending = array("q")
-        self.count = 0
-        self.sum_ns = 0
-        self.max_ns = 0
-        self.out_of_range = 0  # clamped into [1 µs, 60 s]: a negative latency means clocks disagree
+        self._pending = array("q")  # ns, not yet folded in
+        self._count = 0
+        self._sum_ns = 0
+        self._max_ns = 0
+        self._out_of_range = 0  # clamped into [1 µs, 60 s]: a negative latency means clocks disagree
 
     def record(self, received_ns: int, intended_ns: int) -> None:
-        delta = received_ns - intended_ns
-        if not NS_PER_US <= delta <= HDR_HIGHEST_US * NS_PER_US:
-            self.out_of_range += 1
-            self._pending.append(latency_us(received_ns, intended_ns))
-        else:
-            self._pending.append(delta // NS_PER_US)
-        self.count += 1
-        self.sum_ns += delta
-        if delta > self.max_ns:
-            self.max_ns = delta
+        self._pending.append(received_ns - intended_ns)
+
+    def fold(self) -> None:
+        """Take the pending latencies into the histogram and the totals."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = array("q")
+        self._count += len(pending)
+        self._sum_ns += sum(pending)  # exact (Python ints)
+        self._max_ns = max(self._max_ns, max(pending))
+        delta = np.frombuffer(pending, dtype=np.int64)
+        self._out_of_range += int(np.count_nonzero((delta < NS_PER_US) | (delta > HDR_HIGHEST_US * NS_PER_US)))
+        values, counts = np.unique(np.clip(delta // NS_PER_US, HDR_LOWEST_US, HDR_HIGHEST_US), return_counts=True)
+        for value, n in zip(values.tolist(), counts.tolist(), strict=True):  # as latency_us() clamps
+            self._histogram.record_value(value, n)
+
+    @property
+    def count(self) -> int:
+        self.fold()
+        return self._count
+
+    @property
+    def sum_ns(self) -> int:
+        self.fold()
+        return self._sum_ns
+
+    @property
+    def max_ns(self) -> int:
+        self.fold()
+        return self._max_ns
+
+    @property
+    def out_of_range(self) -> int:
+        self.fold()
+        return self._out_of_range
 
     @property
     def histogram(self) -> HdrHistogram:
-        if self._pending:
-            for value, n in Counter(self._pending).items():
-                self._histogram.record_value(value, n)
-            self._pending = array("q")
+        self.fold()
         return self._histogram
 
     def encode(self) -> str:
@@ -255,10 +278,14 @@ class PayloadLedger:
 
     def add_down(self, offset: int, length: int, payload_bytes: int | None = None) -> None:
         """``length`` stream bytes read at ``offset`` carried payload (``payload_bytes`` of it when compressed)."""
-        if self.down_start is None:
+        start = self.down_start
+        if start is None:
+            return
+        if self.down_end is None and offset >= start and payload_bytes is None:  # read inside the window
+            self.down_payload += length
             return
         hi = math.inf if self.down_end is None else self.down_end
-        inside = overlap(offset, offset + length, self.down_start, hi)
+        inside = overlap(offset, offset + length, start, hi)
         if payload_bytes is not None and length > 0:
             inside = round(payload_bytes * inside / length)
         self.down_payload += inside

@@ -16,7 +16,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from loadgen.client import ClientContext, ClientState, event_fields, stale_resume_point
+from loadgen.client import ClientContext, ClientState, stale_resume_point
 from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.echo import echo_message, echo_schedule
 from loadgen.headers import header_block, ws_key
@@ -132,7 +132,10 @@ async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, t
 
 class FrameSink:
     """A WebSocket's receive path (a ``Connection`` sink): every whole frame of each received chunk is parsed
-    where it lies, text frames are delivered, pings answered; a close frame or a protocol error ends it."""
+    where it lies, text frames are delivered, pings answered; a close frame or a protocol error ends it.
+
+    Runs once per message, so the common frame (final, uncompressed text, unmasked, under 64 KiB: every event
+    pushbench's server sends) is read inline; anything else goes through ``split_frame`` and ``_other``."""
 
     def __init__(self, ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
         self.ctx = ctx
@@ -143,37 +146,64 @@ class FrameSink:
 
     def __call__(self, data: bytes | bytearray, offset: int) -> int:
         received_ns = time.time_ns()
-        pos = 0
-        while (frame := split_frame(data, pos)) is not None:
-            b0, start, end, key = frame
-            payload = bytes(data[start:end]) if not key else mask(bytes(data[start:end]), key)
-            opcode = b0 & 0x0F
-            if opcode == OP_TEXT:
-                if not b0 & 0x80:
-                    raise ClientError(ErrorKind.PROTOCOL, "fragmented message (pushbench's server never fragments)")
-                if b0 & 0x40:
-                    if self.inflater is None:
-                        raise ClientError(ErrorKind.PROTOCOL, "compressed frame without permessage-deflate")
-                    message = self.inflater.decompress(payload + DEFLATE_TAIL)
-                    self.conn.add_down_payload(offset + start, end - start, payload_bytes=len(message))
-                else:
-                    message = payload
-                    self.conn.add_down_payload(offset + start, end - start)
-                seq, ts = event_fields(message)
-                self.ctx.deliver(self.client, seq, ts, received_ns)
+        deliver, client, conn = self.ctx.deliver_event, self.client, self.conn
+        pos, size = 0, len(data)
+        while size - pos >= 2:
+            b0, length = data[pos], data[pos + 1]
+            start = pos + 2
+            if length == 126:  # 126..65535 bytes, unmasked
+                if size - start < 2:
+                    break
+                length = data[start] << 8 | data[start + 1]
+                start += 2
+            elif length > 126:  # an 8-byte length, or masked (a server must not mask): the general parser
+                if split_frame(data, pos) is None:
+                    break
+                pos = self._other(data, pos, offset, received_ns)
+                continue
+            end = start + length
+            if end > size:
+                break
+            if b0 == 0x81:  # FIN, no RSV bits, text: one uncompressed event
+                seq = deliver(client, conn, data[start:end], offset + start, length, received_ns)
                 if self.feed:
-                    self.client.cursor = seq
-            elif opcode == OP_PING:
-                send_frame(self.conn, OP_PONG, payload)
-            elif opcode == OP_CLOSE:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                with contextlib.suppress(ClientError):
-                    send_frame(self.conn, OP_CLOSE, payload[:2])
-                raise ClientError(ErrorKind.DISCONNECT, f"server closed the WebSocket with {code}")
-            elif opcode != OP_PONG:
-                raise ClientError(ErrorKind.PROTOCOL, f"unexpected opcode {opcode}")
-            pos = end
+                    client.cursor = seq
+                pos = end
+            else:
+                pos = self._other(data, pos, offset, received_ns)
         return pos
+
+    def _other(self, data: bytes | bytearray, pos: int, offset: int, received_ns: int) -> int:
+        """The frame at ``data[pos]`` (wholly received) that is not a plain text frame; returns where it ends."""
+        frame = split_frame(data, pos)
+        assert frame is not None
+        b0, start, end, key = frame
+        payload = bytes(data[start:end]) if not key else mask(bytes(data[start:end]), key)
+        opcode = b0 & 0x0F
+        if opcode == OP_TEXT:
+            if not b0 & 0x80:
+                raise ClientError(ErrorKind.PROTOCOL, "fragmented message (pushbench's server never fragments)")
+            payload_bytes = None
+            if b0 & 0x40:
+                if self.inflater is None:
+                    raise ClientError(ErrorKind.PROTOCOL, "compressed frame without permessage-deflate")
+                payload = self.inflater.decompress(payload + DEFLATE_TAIL)
+                payload_bytes = len(payload)
+            seq = self.ctx.deliver_event(
+                self.client, self.conn, payload, offset + start, end - start, received_ns, payload_bytes
+            )
+            if self.feed:
+                self.client.cursor = seq
+        elif opcode == OP_PING:
+            send_frame(self.conn, OP_PONG, payload)
+        elif opcode == OP_CLOSE:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            with contextlib.suppress(ClientError):
+                send_frame(self.conn, OP_CLOSE, payload[:2])
+            raise ClientError(ErrorKind.DISCONNECT, f"server closed the WebSocket with {code}")
+        elif opcode != OP_PONG:
+            raise ClientError(ErrorKind.PROTOCOL, f"unexpected opcode {opcode}")
+        return end
 
 
 async def receive(ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
