@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import orjson
+
 from loadgen.client import ClientContext, ClientState, stale_resume_point
 from loadgen.conn import ClientError, Connection, ErrorKind
 from loadgen.metrics import next_due_ns, phase_ns
@@ -18,10 +20,10 @@ def parse_poll_body(body: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
     re-serializing compactly (the servers' ``separators=(",", ":")``), which also checks that assumption.
     """
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
         cursor = int(data["cursor"])
         events = data["events"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
         raise ClientError(ErrorKind.PROTOCOL, f"not a poll body: {body[:80]!r}") from None
     out = []
     pos = 0
