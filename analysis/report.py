@@ -220,6 +220,20 @@ def load_generator_description(meta: dict[str, Any]) -> str:
     )
 
 
+def gc_description(meta: dict[str, Any]) -> str:
+    """CPython's cyclic collector in the server and the client workers (``server.cyclic_gc``, ``load.cyclic_gc``),
+    as the cells ran them."""
+
+    def state(cell: dict[str, Any], section: str) -> str:
+        value = (cell.get(section) or {}).get("cyclic_gc")
+        return "not recorded" if value is None else ("on" if value else "off")
+
+    states = dict.fromkeys(
+        f"server {state(c, 'server')}, client workers {state(c, 'load')}" for c in meta.get("cells", [])
+    )
+    return "CPython's cyclic collector: " + ("; ".join(states) or "no cell") + " (server.cyclic_gc, load.cyclic_gc)"
+
+
 def what_was_run(a: Analysis) -> str:
     meta = a.run.meta
     machine = meta.get("machine", {})
@@ -246,6 +260,7 @@ def what_was_run(a: Analysis) -> str:
         ),
         ("Server", server_description(meta)),
         ("Load generator", load_generator_description(meta)),
+        ("Garbage collection", gc_description(meta)),
         ("Git commit", f"{commit}" + (" (uncommitted changes)" if meta.get("git_dirty") else "")),
         (
             "Header profiles",

@@ -51,6 +51,7 @@ class Plan:
     # Loopback addresses the clients connect from, round-robin by client index, when one source address has too
     # few ephemeral ports for the cell (``loadgen.sources``); empty: the kernel picks the source.
     source_addresses: tuple[str, ...] = ()
+    cyclic_gc: bool = False  # load.cyclic_gc: the workers run CPython's cyclic garbage collector
 
     def source_address(self, client: int) -> str | None:
         """The address client ``client`` connects from (None: the kernel's choice)."""

@@ -459,6 +459,7 @@ def make_plan(
         ca_file=ca_file,
         clock_sync=clock_sync,
         source_addresses=source_addresses,
+        cyclic_gc=load.cyclic_gc,
     )
 
 

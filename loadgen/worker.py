@@ -21,7 +21,7 @@ from loadgen.client import ClientContext, ClientState, Plan
 from loadgen.conn import ERROR_KINDS, ConnRecord, Phase
 from loadgen.echo import echo_due
 from loadgen.metrics import SeqTracker, due_index_range, encode_histogram, new_histogram
-from pushbench.gcpolicy import cyclic_gc_off
+from pushbench.gcpolicy import cyclic_gc
 from pushbench.stacks import DEFAULT_STACK, STACKS
 from pushbench.transports import TRANSPORTS
 from pushbench.units import NS_PER_S
@@ -136,9 +136,10 @@ async def run_worker(
     """Run one worker's clients through the plan (times on this host's clock); ``clock_offset_ns`` (server clock
     minus this host's) corrects feed latencies, whose intended times are the server's.
 
-    Without CPython's cyclic collector: its pauses over thousands of clients' objects would delay the timestamps.
+    Without CPython's cyclic collector unless ``load.cyclic_gc``: its pauses over thousands of clients' objects
+    would delay the timestamps.
     """
-    with cyclic_gc_off():
+    with cyclic_gc(plan.cyclic_gc):
         return await _run_clients(worker, indices, plan, loop_name, clock_offset_ns)
 
 

@@ -134,6 +134,7 @@ class ServerConfig:
     longpoll_timeout_s: float = setting(30.0, "a long poll with no new event is answered empty after this", _positive)
     keepalive: bool = setting(True, "false closes the connection after every HTTP response")
     ws_compress: bool = setting(False, "offer permessage-deflate on /ws")
+    cyclic_gc: bool = setting(False, "run CPython's cyclic garbage collector (off: its pauses land in the latencies)")
     extra_headers: dict[str, str] = setting({}, "response headers added to every HTTP response", _header_table)
     sse_heartbeat_s: float = setting(15.0, "SSE comment line sent after this much silence (0 = never)", _non_negative)
     ws_heartbeat_s: float = setting(20.0, "WebSocket ping interval to detect dead peers (0 = never)", _non_negative)
@@ -199,6 +200,7 @@ class LoadConfig:
     seed: int = setting(1, "seed for client phases and message contents", _non_negative)
     repeat: int = setting(1, "times each cell is run, to show spread", _between(1, 100))
     uvloop: bool = setting(True, "run client workers on uvloop when it is installed")
+    cyclic_gc: bool = setting(False, "client workers run CPython's cyclic garbage collector (off: no pauses)")
     browser_profile_file: str = setting(
         "configs/browser_profile.json", "browser profile: recorded Chromium headers (make browser-profile)"
     )

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from pushbench.config import ConfigError, Sections, default_config, load_config
-from pushbench.gcpolicy import cyclic_gc_off
+from pushbench.gcpolicy import cyclic_gc
 from pushbench.oslimits import raise_nofile_limit
 from servers.app import count_connections, make_app
 from servers.state import STATE
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        with cyclic_gc_off():  # its pauses would land in the latencies measured
+        with cyclic_gc(config.server.cyclic_gc):  # off by default: its pauses would land in the latencies
             run_loop(serve(config))
     except OSError as exc:
         print(f"error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)

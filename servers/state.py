@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -70,6 +71,7 @@ class Stats:
             "cpu_user_s": cpu.user,
             "cpu_system_s": cpu.system,
             "rss_bytes": self.last_rss_bytes,
+            "cyclic_gc": gc.isenabled(),  # server.cyclic_gc: CPython's cyclic garbage collector ran
             "nofile_limit": self.nofile_limit,
             "fds_at_start": self.fds_at_start,
             "uptime_s": time.monotonic() - self.started_mono,

@@ -247,3 +247,20 @@ def test_run_length_from_run_json_times() -> None:
 
     assert run_length({"started_at": "2026-11-26T16:55:11Z", "ended_at": "2026-11-26T17:03:09Z"}) == " (7 min 58 s)"
     assert run_length({"started_at": "2026-11-26T16:55:11Z"}) == ""
+
+
+def test_gc_description_names_the_collector_as_the_cells_ran() -> None:
+    from analysis.report import gc_description
+
+    off = {"server": {"cyclic_gc": False}, "load": {"cyclic_gc": False}}
+    on = {"server": {"cyclic_gc": True}, "load": {"cyclic_gc": False}}
+    assert gc_description({"cells": [off, off]}) == (
+        "CPython's cyclic collector: server off, client workers off (server.cyclic_gc, load.cyclic_gc)"
+    )
+    assert gc_description({"cells": [off, on]}) == (
+        "CPython's cyclic collector: server off, client workers off; server on, client workers off "
+        "(server.cyclic_gc, load.cyclic_gc)"
+    )
+    assert gc_description({"cells": [{"server": {}, "load": {}}]}).startswith(
+        "CPython's cyclic collector: server not recorded, client workers not recorded"
+    )
