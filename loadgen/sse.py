@@ -128,12 +128,13 @@ class ChunkedSseSink:
         self.client = client
         self.conn = conn
         self.parser = SseParser()
+        self.parser_idle = True  # the parser is between records (its ``idle``, read after each ``feed``)
 
     def __call__(self, data: bytes | bytearray, offset: int) -> int:
         received_ns = time.time_ns()
-        deliver, client, conn, parser = self.ctx.deliver_event, self.client, self.conn, self.parser
-        pos = 0
-        while (chunk := split_chunk(data, pos)) is not None:
+        deliver, client, conn = self.ctx.deliver_event, self.client, self.conn
+        pos, size, idle = 0, len(data), self.parser_idle
+        while pos < size and (chunk := split_chunk(data, pos)) is not None:
             start, stop = chunk
             if start == stop:
                 raise ClientError(ErrorKind.DISCONNECT, "SSE stream ended")
@@ -147,12 +148,13 @@ class ChunkedSseSink:
                 and data.find(b"\n", at, stop) == stop - 2
                 and data[stop - 1] == 10
                 and data.find(b"\r", start, stop) < 0
-                and parser.idle
+                and idle
             ):
                 client.cursor = deliver(client, conn, data[at : stop - 2], offset + at, stop - 2 - at, received_ns)
             else:
-                for event in parser.feed(bytes(data[start:stop]), offset + start):
+                for event in self.parser.feed(bytes(data[start:stop]), offset + start):
                     client.cursor = deliver(client, conn, event.data, event.data_offset, len(event.data), received_ns)
+                idle = self.parser_idle = self.parser.idle
             pos = stop + 2
         return pos
 
