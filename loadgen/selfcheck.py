@@ -5,8 +5,16 @@ read (``psutil``, user + system) at the start and end of a window while the serv
 it served in that window (WebSocket/SSE deliveries, poll requests). CPU per message or request is their
 quotient, the same rule for every client, so the ratios printed at the end compare like with like:
 
-- push receive: pushbench's WebSocket and SSE clients vs Node's ``ws`` (npm) and python ``websockets``, all
-  parsing each event's JSON, ``clients`` connections and ``rate_hz`` events per second each;
+- push receive: pushbench's WebSocket and SSE clients vs Node's ``ws`` (npm) and python ``websockets``,
+  ``clients`` connections and ``rate_hz`` events per second each. Per message every client parses the frame
+  (SSE: the HTTP chunk and the record), checks the text is UTF-8 and parses the whole event as JSON, building
+  every value: Node's ``ws`` (``loadgen/peers/ws_client.cjs``: ``ws`` validates UTF-8, ``JSON.parse``, a
+  ``typeof seq`` check, a counter), python ``websockets`` (UTF-8 decode, ``json.loads``), pushbench
+  (``orjson.loads``, strict UTF-8; a malformed event is a counted protocol error). pushbench also does its
+  measuring, which the peers do not: it places the payload bytes in the connection's ledger, marks the seq
+  received (loss and duplicates) and appends the latency to an array (the HDR histogram is filled from that
+  array in one numpy pass when read, after the window). It runs as in a cell: one worker, uvloop, the
+  event-loop lag probe;
 - polling: pushbench's short-poll client vs ``autocannon`` (npm) at the same fixed request rate and ``wrk``
   (Debian; closed loop, as fast as the server answers), all on ``GET /poll``.
 
