@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import orjson
+import msgspec
 
 from loadgen.conn import ClientError, Connection, ConnectionReused, EncodedGet, ErrorKind, Phase, WindowBook
 from loadgen.headers import HeaderProfile
@@ -320,12 +320,23 @@ def stale_resume_point(body: bytes) -> int:
         raise ClientError(ErrorKind.PROTOCOL, f"410 without a usable 'oldest': {body[:80]!r}") from None
 
 
+class Event(msgspec.Struct):
+    """A feed event as ``docs/contract.md`` defines it (other fields are allowed: skipped, checked as JSON only)."""
+
+    seq: int
+    ts: int
+    data: str = ""
+
+
+_decode_event = msgspec.json.Decoder(Event).decode
+
+
 def event_fields(raw: bytes | bytearray) -> tuple[int, int]:
-    """(seq, ts) of one serialized event: the whole event is parsed as JSON (``orjson``: strict UTF-8, every
-    value built, like ``json.loads`` or Node's ``JSON.parse``); what it refuses, or an event without integer seq
-    and ts, is a protocol error."""
+    """(seq, ts) of one serialized event: the whole event is parsed as JSON against the contract's shape
+    (``msgspec``: integer seq and ts, ``data`` a string, decoded and checked as UTF-8); anything else is a
+    protocol error."""
     try:
-        data = orjson.loads(raw)
-        return int(data["seq"]), int(data["ts"])
-    except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
+        event = _decode_event(raw)
+    except msgspec.MsgspecError:  # malformed JSON, or not the shape of an event
         raise ClientError(ErrorKind.PROTOCOL, f"not an event: {bytes(raw[:80])!r}") from None
+    return event.seq, event.ts

@@ -10,7 +10,8 @@ quotient, the same rule for every client, so the ratios printed at the end compa
   (SSE: the HTTP chunk and the record), checks the text is UTF-8 and parses the whole event as JSON, building
   every value: Node's ``ws`` (``loadgen/peers/ws_client.cjs``: ``ws`` validates UTF-8, ``JSON.parse``, a
   ``typeof seq`` check, a counter), python ``websockets`` (UTF-8 decode, ``json.loads``), pushbench
-  (``orjson.loads``, strict UTF-8; a malformed event is a counted protocol error). pushbench also does its
+  (``msgspec`` against the contract's shape: integer seq and ts, ``data`` a string decoded as UTF-8; a malformed
+  event is a counted protocol error). pushbench also does its
   measuring, which the peers do not: it places the payload bytes in the connection's ledger, marks the seq
   received (loss and duplicates) and appends the latency to an array (the HDR histogram is filled from that
   array in one numpy pass when read, after the window). It runs as in a cell: one worker, uvloop, the

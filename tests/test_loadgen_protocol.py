@@ -237,8 +237,9 @@ def test_event_fields_reads_seq_and_ts_as_json_loads_does(raw: bytes) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"   ", b"nope", b'{"seq":1,"ts":2', b'{"seq":1,"ts":2}x', b'{"seq":1,"ts":2}{}', b'{"seq":1,"ts":2,"d":"\xff"}',
-     b"[1, 2]", b'"seq"', b"null", b'{"seq":1}', b'{"seq":null,"ts":2}', b'{"seq":1,"ts":"soon"}'],
+    [b"", b"   ", b"nope", b'{"seq":1,"ts":2', b'{"seq":1,"ts":2}x', b'{"seq":1,"ts":2}{}', b'{"seq":1,"ts":2,"data":"\xff"}',
+     b"[1, 2]", b'"seq"', b"null", b'{"seq":1}', b'{"seq":null,"ts":2}', b'{"seq":1,"ts":"soon"}',
+     b'{"seq":"1","ts":2}', b'{"seq":1.5,"ts":2}', b'{"seq":1,"ts":2,"data":7}'],
 )  # fmt: skip
 def test_event_fields_refuses_what_is_not_an_event(raw: bytes) -> None:
     with pytest.raises(ClientError, match="not an event") as caught:
