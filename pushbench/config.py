@@ -518,6 +518,9 @@ def build_config(data: dict[str, Any], source: str, overrides: Iterable[str] = (
             continue
         data[section][key] = value
         from_cli.add(f"{section}.{key}")
+    if any(d.startswith("matrix.") for d in from_cli):
+        # Cells asked for on the command line replace the file's [[sweep]] tables (one cell of a sweep config).
+        data.pop("sweep", None)
 
     def origin(dotted: str) -> str:
         return " (from --set)" if dotted in from_cli else ""

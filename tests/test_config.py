@@ -59,6 +59,13 @@ def test_matrix_is_a_cross_product_and_sweeps_a_union() -> None:
     cells = expand_cells(sweep)
     # ws/10 appears in both sweeps and is run once
     assert [(c.load.transport, c.load.clients) for c in cells] == [("ws", 10), ("poll", 10), ("ws", 20)]
+    # Cells asked for with --set matrix.* replace the file's sweeps: one cell of configs/scale.toml, say.
+    one = build_config(
+        {"load": {"clients": 10}, "sweep": [{"transport": ["ws", "poll"]}]},
+        "t.toml",
+        ['matrix.transport=["sse"]', "matrix.clients=[10000]"],
+    )
+    assert [(c.load.transport, c.load.clients) for c in expand_cells(one)] == [("sse", 10000)]
 
 
 def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
