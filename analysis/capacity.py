@@ -55,6 +55,9 @@ def text(row: Record, column: str) -> str:
     return str(value).strip()
 
 
+SATURATED_BY = "load generator saturated: "  # how loadgen.summary.stopped_by names it
+
+
 def saturation_reason(row: Record, warnings: Sequence[str]) -> str:
     """Why the load generator was saturated in this repeat: the load generator's own sentence from run.json
     (``saturated: <reasons> (this cell measured the client)``), else the two figures it judges by."""
@@ -84,7 +87,8 @@ def size_failure(rows: Sequence[Record], threshold_ms: float, warnings: Mapping[
             expected = sum(number(r, "messages_expected") for r in measured)
             parts.append(f"{fmt(lost)} of {fmt(expected)} messages lost")
         reasons = [saturation_reason(r, warnings.get(str(r["cell_id"]), ())) for r in measured if bool(r["saturated"])]
-        if reasons:
+        # stopped_by already names a saturated load generator with its reasons (runs since it has): not twice.
+        if reasons and not any(p.startswith(SATURATED_BY) or f"; {SATURATED_BY}" in p for p in parts):
             parts.append("load generator saturated (" + "; ".join(dict.fromkeys(reasons)) + ")")
     return "; ".join(parts)
 

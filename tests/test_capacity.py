@@ -134,6 +134,11 @@ def test_the_limit_the_scale_helper_names_comes_first_and_failed_repeats_count()
         "ephemeral ports: 28,232 per source address; 1 of 2 repeats failed; 5 of 50,000 messages lost"
     )
     assert size_failure([repeat(stopped_by="")], 1000.0, {}) == ""  # empty: nothing stopped the cell
+    # stopped_by names the saturation with its reason: said once, not again from the saturated column.
+    named = "load generator saturated: event-loop lag p99 12.7 ms > 12.1 ms"
+    assert size_failure([repeat(stopped_by=named, saturated=True)], 1000.0, {}) == named
+    both = "server CPU at 99 % of its one core; " + named
+    assert size_failure([repeat(stopped_by=both, saturated=True)], 1000.0, {}) == both
     assert size_failure([repeat(latency_p99_ms=math.nan)], 1000.0, {}) == "no event delivered"
 
 
