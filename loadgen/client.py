@@ -331,7 +331,7 @@ class Event(msgspec.Struct):
 _decode_event = msgspec.json.Decoder(Event).decode
 
 
-def event_fields(raw: bytes | bytearray) -> tuple[int, int]:
+def event_fields(raw: bytes | bytearray | memoryview) -> tuple[int, int]:
     """(seq, ts) of one serialized event: the whole event is parsed as JSON against the contract's shape
     (``msgspec``: integer seq and ts, ``data`` a string, decoded and checked as UTF-8); anything else is a
     protocol error."""

@@ -217,9 +217,30 @@ def test_poll_body_spans_are_the_events_bytes() -> None:
     assert parse_poll_body(b'{"cursor":9,"events":[]}') == (9, [])
 
 
-def test_poll_body_refuses_non_compact_events() -> None:
-    with pytest.raises(ClientError, match="compactly"):
-        parse_poll_body(b'{"cursor":1,"events":[{"seq": 1, "ts": 2, "data": ""}]}')
+def test_poll_body_spans_are_exact_whatever_the_whitespace() -> None:
+    e1 = b'{"seq": 1, "ts": 2, "data": ""}'
+    e2 = b'{ "ts":3,"seq":2 }'
+    body = b'{"cursor": 2, "events": [ ' + e1 + b" ,\n " + e2 + b" ] }"
+    cursor, events = parse_poll_body(body)
+    assert cursor == 2 and [(s, t) for s, t, _, _ in events] == [(1, 2), (2, 3)]
+    for (_, _, start, length), raw in zip(events, (e1, e2), strict=True):
+        assert body[start : start + length] == raw
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"cursor":"1","events":[]}',  # a string cursor
+        b'{"events":[]}',  # no cursor
+        b'{"cursor":1,"events":[{"seq":"1","ts":2}]}',  # an event not of the contract's shape
+        b'{"cursor":1,"events":[{"seq":1,"ts":2}',  # cut short
+    ],
+)
+def test_a_body_that_is_not_a_poll_body_is_a_protocol_error(body: bytes) -> None:
+    with pytest.raises(ClientError) as info:
+        parse_poll_body(body)
+    assert info.value.kind is ErrorKind.PROTOCOL
 
 
 @pytest.mark.parametrize(
