@@ -176,6 +176,7 @@ class Response:
     body: bytes
     body_offset: int  # stream offset of the first body byte (after de-chunking: of the first chunk's data)
     keep_alive: bool
+    received_ns: int  # wall clock when its last byte was parsed (in data_received, as pushed events are stamped)
 
 
 Sink = Callable[[bytes | bytearray, int], int]
@@ -895,4 +896,4 @@ class ResponseParser:
 
     def _finish(self, body: bytes) -> None:
         self._state = _State.DONE
-        self.response = Response(self._status, self._headers, body, self._body_offset, self._keep_alive)
+        self.response = Response(self._status, self._headers, body, self._body_offset, self._keep_alive, time.time_ns())

@@ -48,7 +48,7 @@ async def fetch(ctx: ClientContext, client: ClientState, conn: Connection, path:
     """One poll or long poll on ``conn``: deliver its events, move the cursor; False if the server closes."""
     cursor = client.cursor
     response = await conn.exchange(ctx.encoded_get(path).encode(cursor))
-    received_ns = time.time_ns()
+    received_ns = response.received_ns  # not after the await: a task resumes after every ready socket's callback
     if response.status != 200:
         target = path if cursor is None else f"{path}?after={cursor}"
         if response.status != 410:
