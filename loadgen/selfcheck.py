@@ -19,6 +19,10 @@ quotient, the same rule for every client, so the ratios printed at the end compa
 - polling: pushbench's short-poll client vs ``autocannon`` (npm) at the same fixed request rate and ``wrk``
   (Debian; closed loop, as fast as the server answers), all on ``GET /poll``.
 
+The machine's noise is of the order of the differences measured, so the whole set is measured ``--rounds`` times
+(default 3), every client once per round; each ratio is taken within a round (side by side) and the median over
+the rounds is printed with its range, as are the µs per operation.
+
 The npm peers live in ``.peers/node_modules`` (``make bench-client`` installs them there, never globally);
 a peer that is not installed is reported as missing, not skipped silently. The figures are written to
 ``results/<UTC time>-bench-client.json`` (a new file each run).
@@ -34,11 +38,12 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,7 @@ class Sample:
     ops: int
     wall_s: float
     note: str = ""
+    round: int = 1  # which round of the run (each round measures every client once, side by side)
 
     @property
     def us_per_op(self) -> float:
@@ -309,7 +315,7 @@ def poll_samples(args: argparse.Namespace, missing: list[str]) -> list[Sample]:
 
 
 def ratios(samples: list[Sample]) -> list[tuple[str, float]]:
-    """pushbench's CPU per operation over each peer's, per test (< 1: pushbench is leaner)."""
+    """pushbench's CPU per operation over each peer's, per test (< 1: pushbench is leaner), within one round."""
     out = []
     for test in ("ws", "sse", "poll"):
         ours = [s for s in samples if s.test == test and s.client == "pushbench"]
@@ -319,6 +325,44 @@ def ratios(samples: list[Sample]) -> list[tuple[str, float]]:
             if peer.client != "pushbench" and peer.test in (test, "ws" if test == "sse" else test):
                 out.append((f"pushbench {test} / {peer.client} {peer.test}", ratio(ours[0].us_per_op, peer.us_per_op)))
     return out
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of one figure over the rounds, with its lowest and highest value."""
+
+    median: float
+    low: float
+    high: float
+
+    def text(self, digits: int = 2) -> str:
+        return f"{self.median:.{digits}f} ({self.low:.{digits}f}-{self.high:.{digits}f})"
+
+
+def spread(values: list[float]) -> Spread:
+    """Median, min and max of the values that are numbers (NaN: none were)."""
+    numbers = sorted(v for v in values if v == v)
+    if not numbers:
+        return Spread(float("nan"), float("nan"), float("nan"))
+    return Spread(statistics.median(numbers), numbers[0], numbers[-1])
+
+
+def by_round(samples: list[Sample]) -> list[list[Sample]]:
+    rounds = sorted({s.round for s in samples})
+    return [[s for s in samples if s.round == r] for r in rounds]
+
+
+def median_ratios(samples: list[Sample]) -> list[tuple[str, Spread]]:
+    """Each ratio computed within each round (side by side), then its median and range over the rounds."""
+    per_round = [dict(ratios(group)) for group in by_round(samples)]
+    names = list(dict.fromkeys(name for r in per_round for name in r))
+    return [(name, spread([r[name] for r in per_round if name in r])) for name in names]
+
+
+def median_costs(samples: list[Sample]) -> list[tuple[str, str, Spread]]:
+    """(test, client, µs CPU per operation over the rounds) in the order the clients ran."""
+    keys = list(dict.fromkeys((s.test, s.client) for s in samples))
+    return [(t, c, spread([s.us_per_op for s in samples if (s.test, s.client) == (t, c)])) for t, c in keys]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -331,6 +375,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-s", type=float, default=2.0)
     p.add_argument("--window-s", type=float, default=5.0)
     p.add_argument("--only", choices=("push", "poll"), help="run one half")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="measure every client this many times, ratios as medians (default 3)"
+    )
     p.add_argument("--out", default="results", help="folder for the JSON record (default results)")
     p.add_argument("--run-pushbench", nargs=6, help=argparse.SUPPRESS)
     p.add_argument("--run-websockets", nargs=2, help=argparse.SUPPRESS)
@@ -359,28 +406,42 @@ def main(argv: list[str] | None = None) -> int:
     missing = missing_peers()
     for m in missing:
         print(f"selfcheck: missing {m}: its row is left out", file=sys.stderr)
+    if args.rounds < 1:
+        print(f"selfcheck: --rounds {args.rounds}: must be at least 1", file=sys.stderr)
+        return 2
     random.seed(0)
     samples: list[Sample] = []
-    if args.only in (None, "push"):
-        print(f"push receive: {args.clients} clients x {args.rate_hz:g} events/s", file=sys.stderr)
-        samples += push_samples(args, missing)
-    if args.only in (None, "poll"):
-        print(f"polling: {args.poll_clients} clients x {args.polls_per_s:g} polls/s", file=sys.stderr)
-        samples += poll_samples(args, missing)
-    print(f"\n{'test':5} {'client':22} {'µs CPU/op':>10} {'ops/s':>9} {'CPU %':>6}")
+    for r in range(1, args.rounds + 1):
+        got: list[Sample] = []
+        if args.only in (None, "push"):
+            print(
+                f"round {r}/{args.rounds}, push receive: {args.clients} clients x {args.rate_hz:g} events/s",
+                file=sys.stderr,
+            )
+            got += push_samples(args, missing)
+        if args.only in (None, "poll"):
+            print(
+                f"round {r}/{args.rounds}, polling: {args.poll_clients} clients x {args.polls_per_s:g} polls/s",
+                file=sys.stderr,
+            )
+            got += poll_samples(args, missing)
+        samples += [replace(s, round=r) for s in got]
+    print(f"\n{'test':5} {'client':22} {'µs CPU/op, median (range) of ' + str(args.rounds) + ' rounds':>42}")
+    for test, client, cost in median_costs(samples):
+        print(f"{test:5} {client:22} {cost.text(1):>42}")
     for s in samples:
-        print(
-            f"{s.test:5} {s.client:22} {s.us_per_op:10.1f} {s.ops_per_s:9.0f} {100 * s.cpu_s / s.wall_s:6.1f} {s.note}"
-        )
-    print()
-    for name, value in ratios(samples):
-        print(f"{name:55} {value:6.2f}")
+        if s.note:
+            print(f"  round {s.round}: {s.test} {s.client}: {s.note}")
+    print(f"\n{'ratio (each within one round)':55} median (range)")
+    for name, value in median_ratios(samples):
+        print(f"{name:55} {value.text()}")
     record = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "args": {k: v for k, v in vars(args).items() if not k.startswith("run_")},
         "samples": [{**asdict(s), "us_per_op": s.us_per_op} for s in samples],
-        "ratios": dict(ratios(samples)),
+        "ratios": {name: value.median for name, value in median_ratios(samples)},  # medians over the rounds
+        "ratio_ranges": {name: [value.low, value.high] for name, value in median_ratios(samples)},
         "missing": missing,
     }
     out = Path(args.out)

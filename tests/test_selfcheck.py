@@ -1,0 +1,51 @@
+"""The self-check's arithmetic (``loadgen.selfcheck``), checked by hand; the benchmark itself is ``make bench-client``."""
+
+from __future__ import annotations
+
+import math
+
+from loadgen.selfcheck import Sample, median_costs, median_ratios, ratio, spread, us_per_op
+
+
+def sample(test: str, client: str, cpu_s: float, ops: int, round_: int) -> Sample:
+    return Sample(test, client, cpu_s, ops, 5.0, round=round_)
+
+
+def test_cpu_per_operation_and_ratio() -> None:
+    assert us_per_op(0.05, 10_000) == 5.0  # 50 ms of CPU over 10,000 messages
+    assert math.isnan(us_per_op(0.05, 0))
+    assert ratio(3.0, 4.0) == 0.75
+    assert math.isnan(ratio(1.0, 0.0))
+
+
+def test_ratios_are_taken_within_a_round_then_the_median_over_rounds() -> None:
+    # Round 1: ours 8 µs, node 10 µs -> 0.8; round 2: 9 / 6 -> 1.5; round 3: 7 / 7 -> 1.0. Median 1.0, range 0.8-1.5.
+    # (The median of the µs figures, 8 and 7, would give 1.14: not what was measured side by side.)
+    samples = [
+        sample("ws", "pushbench", 0.08, 10_000, 1),
+        sample("ws", "node ws", 0.10, 10_000, 1),
+        sample("ws", "pushbench", 0.09, 10_000, 2),
+        sample("ws", "node ws", 0.06, 10_000, 2),
+        sample("ws", "pushbench", 0.07, 10_000, 3),
+        sample("ws", "node ws", 0.07, 10_000, 3),
+    ]
+    ((name, value),) = median_ratios(samples)
+    assert name == "pushbench ws / node ws ws"
+    assert (round(value.median, 9), round(value.low, 9), round(value.high, 9)) == (1.0, 0.8, 1.5)
+    assert value.text() == "1.00 (0.80-1.50)"
+    costs = {(t, c): v for t, c, v in median_costs(samples)}
+    assert round(costs["ws", "pushbench"].median, 9) == 8.0 and round(costs["ws", "node ws"].median, 9) == 7.0
+
+
+def test_sse_is_compared_with_the_websocket_peers_and_a_missing_peer_leaves_no_ratio() -> None:
+    samples = [
+        sample("sse", "pushbench", 0.09, 10_000, 1),
+        sample("ws", "node ws", 0.10, 10_000, 1),
+        sample("poll", "pushbench", 0.5, 10_000, 1),
+    ]
+    assert [(n, round(v.median, 9)) for n, v in median_ratios(samples)] == [("pushbench sse / node ws ws", 0.9)]
+
+
+def test_spread_ignores_rounds_that_measured_nothing() -> None:
+    assert spread([2.0, math.nan, 4.0]).median == 3.0
+    assert math.isnan(spread([math.nan]).median)
