@@ -56,6 +56,7 @@ class H2Stream:
         self._response = asyncio.Event()
         self._data: asyncio.Queue[Segment | None] = asyncio.Queue()
         self.error: ClientError | None = None
+        self.ended_ns = 0  # wall clock when END_STREAM was read (the session's reader), 0 before
 
     def fail(self, error: ClientError) -> None:
         if self.error is None:
@@ -183,6 +184,7 @@ class H2Session:
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded) and stream is not None:
+            stream.ended_ns = time.time_ns()
             stream._data.put_nowait(None)
             del self.streams[stream.stream_id]
         elif isinstance(event, h2.events.StreamReset) and stream is not None:
@@ -251,7 +253,7 @@ async def _fetch(ctx: ClientContext, client: ClientState, session: H2Session, pa
     stream = await session.request(headers)
     status = await _timed(stream.response(), ctx.plan.request_timeout_s, f"response to GET {target}")
     segments = await _timed(stream.body(), ctx.plan.request_timeout_s, f"body of GET {target}")
-    received_ns = time.time_ns()
+    received_ns = stream.ended_ns or time.time_ns()  # when the reader saw END_STREAM, not after two task wakes
     body = b"".join(data for _, data in segments)
     if status == 410:
         ctx.stale_resumes += 1
