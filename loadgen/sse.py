@@ -41,14 +41,10 @@ class SseParser:
         return not self._line and self._data is None
 
     def feed(self, chunk: bytes, offset: int) -> list[SseEvent]:
-        if not self._line and self._data is None and chunk.startswith(b"id: ") and chunk.endswith(b"\n\n"):
-            # The common case, one whole ``id: N`` + ``data: ...`` record (what pushbench's server writes as one
-            # chunk): two finds instead of the line loop. Anything else takes the general path below.
-            nl = chunk.find(b"\n", 4)
-            at = nl + 7
-            if chunk.startswith(b"data: ", nl + 1) and chunk.find(b"\n", at) == len(chunk) - 2 and b"\r" not in chunk:
-                self._id = chunk[4:nl].decode("utf-8", "replace")
-                return [SseEvent(self._id, chunk[at:-2], offset + at)]
+        if not self._line and self._data is None and (at := whole_record(chunk, 0, len(chunk))) is not None:
+            # The common case (what pushbench's server writes as one chunk): a few finds instead of the line loop.
+            self._id = chunk[4 : at - 7].decode("utf-8", "replace")
+            return [SseEvent(self._id, chunk[at:-2], offset + at)]
         events: list[SseEvent] = []
         pos = 0
         while True:
@@ -116,6 +112,24 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
     await conn.run_sink(ChunkedSseSink(ctx, client, conn))
 
 
+def whole_record(data: bytes | bytearray, start: int, stop: int) -> int | None:
+    """Where D starts when ``data[start:stop]`` is exactly one ``id: N`` + ``data: D`` record (LF line ends, no
+    other field, D up to ``stop - 2``: what pushbench's server writes per event); None for anything else."""
+    if not data.startswith(b"id: ", start):
+        return None
+    nl = data.find(b"\n", start, stop)
+    at = nl + 7
+    if (
+        nl >= 0
+        and data.startswith(b"data: ", nl + 1)
+        and data.find(b"\n", at, stop) == stop - 2
+        and data[stop - 1] == 10
+        and data.find(b"\r", start, stop) < 0
+    ):
+        return at
+    return None
+
+
 class ChunkedSseSink:
     """The SSE receive path (a ``Connection`` sink): every whole HTTP chunk of each received chunk of bytes is
     de-chunked and parsed where it lies; each event is delivered with its data placed in the TCP stream.
@@ -138,18 +152,8 @@ class ChunkedSseSink:
             start, stop = chunk
             if start == stop:
                 raise ClientError(ErrorKind.DISCONNECT, "SSE stream ended")
-            # One whole ``id: N`` + ``data: D`` record (LF line ends, no other field), the parser between records:
-            # D runs from after "data: " to the blank line. Anything else goes through the parser.
-            nl = data.find(b"\n", start, stop)
-            at = nl + 7
-            if (
-                data.startswith(b"id: ", start)
-                and data.startswith(b"data: ", nl + 1)
-                and data.find(b"\n", at, stop) == stop - 2
-                and data[stop - 1] == 10
-                and data.find(b"\r", start, stop) < 0
-                and idle
-            ):
+            # One whole record, the parser between records: delivered where it lies. Anything else: the parser.
+            if idle and (at := whole_record(data, start, stop)) is not None:
                 client.cursor = deliver(client, conn, data[at : stop - 2], offset + at, stop - 2 - at, received_ns)
             else:
                 for event in self.parser.feed(bytes(data[start:stop]), offset + start):
