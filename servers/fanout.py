@@ -7,12 +7,14 @@ A streaming subscriber (a WebSocket or an SSE response) runs in one of two modes
   ``Last-Event-ID``) or fell behind starts here, exactly as every subscriber did before broadcasting existed;
 - **in the broadcast** once it has caught up: it waits in ``Fanout.join`` while ``Fanout.publish`` (called by the
   feed inside ``publish_tick``) frames the tick's events once per channel and writes the same bytes to each
-  subscriber's transport. No coroutine wakes per subscriber and event, no per-subscriber framing.
+  member's transport. No coroutine wakes per subscriber and event, no per-subscriber framing, and nothing per
+  subscriber is read but its transport: members share the channel's cursor and send-buffer bound.
 
 A subscriber leaves the broadcast for the catch-up path when a write would not fit its send buffer (there
-``make_room`` gives it the grace and drops it if it stays full), when its cursor does not precede the
-publication, when its transport is closing, or when the feed closes; the catch-up path then decides what happens,
-with the same counters as before (``deliveries``, ``slow_client_drops``).
+``make_room`` gives it the grace and drops it if it stays full), when its transport is closing, when it is about to
+send a close frame (``Fanout.leave``), or when the feed closes; the catch-up path then decides what happens, with
+the same counters as before (``deliveries``, ``slow_client_drops``). A channel with a heartbeat (SSE) also lets a
+member go after ``idle_s`` without a write, with one timer per channel rather than one per subscriber.
 """
 
 from __future__ import annotations
@@ -45,24 +47,48 @@ def http_chunk(data: bytes) -> bytes:
 class Subscriber:
     """One streaming connection as the broadcast sees it: where to write, its cursor, its send-buffer bound."""
 
-    __slots__ = ("closed", "cursor", "limit", "transport", "wake")
+    __slots__ = ("cursor", "joined", "limit", "transport", "wake")
 
-    def __init__(self, transport: Transport, cursor: int, limit: int, closed: Callable[[], bool] | None = None) -> None:
+    def __init__(self, transport: Transport, cursor: int, limit: int) -> None:
         self.transport = transport
-        self.cursor = cursor  # the last seq written to it
+        self.cursor = cursor  # the last seq written to it (while it is a member: its channel's ``seq``)
         self.limit = limit  # server.send_buffer_bytes
-        self.closed = closed  # True once nothing more may be sent (a WebSocket whose close frame went out)
-        self.wake: asyncio.Future[None] | None = None
+        self.joined = 0.0  # loop time it last joined its channel
+        self.wake: asyncio.Future[bool] | None = None  # resolved when it leaves: True to catch up, False when idle
 
 
-@dataclass
+@dataclass(eq=False)
 class Channel:
-    """The subscribers that get the same bytes: one framing, one ``deliveries`` counter."""
+    """The subscribers that get the same bytes: one framing, one ``deliveries`` counter, one send-buffer bound.
+
+    Members are kept in the order they joined, keyed by their transport, which is all ``Fanout.publish`` touches per
+    member: every member has been written every event up to ``seq`` (their shared cursor) and has the channel's
+    ``limit``, so nothing per subscriber is read or written while the broadcast goes out.
+    """
 
     name: str  # the transport's name in /stats deliveries
     frame: Callable[[Event], bytes]
-    subscribers: set[Subscriber] = field(default_factory=set)
+    limit: int  # server.send_buffer_bytes
+    idle_s: float | None = None  # a member nothing was written to for this long leaves for a heartbeat (SSE)
+    members: dict[Transport, Subscriber] = field(default_factory=dict)
+    seq: int = 0  # the last seq written to every member
     last_publish: float = float("-inf")  # loop time of the last publication written to this channel
+    idle_timer: asyncio.TimerHandle | None = None  # one per channel, at its earliest member's idle deadline
+
+
+def silent_since(joined: float, last_publish: float) -> float:
+    """Since when nothing was written to a member: its join, or the channel's last publication if later."""
+    return max(joined, last_publish)
+
+
+def idle_due(joined: float, last_publish: float, idle_s: float, now: float, slack_s: float = 0.0) -> bool:
+    """Has a member been silent for ``idle_s`` at ``now``? ``slack_s`` absorbs a timer that fires that much early."""
+    return silent_since(joined, last_publish) + idle_s <= now + slack_s
+
+
+# uvloop rounds timers to whole milliseconds and may run one up to ~1 ms early: a deadline that close counts as due,
+# so the idle check never spins on an early timer.
+TIMER_SLACK_S = 0.001
 
 
 class Fanout:
@@ -70,14 +96,16 @@ class Fanout:
 
     def __init__(self, feed: Feed, deliveries: Counter[str]) -> None:
         self.deliveries = deliveries  # /stats deliveries, per transport
-        self.channels: dict[tuple[str, str], Channel] = {}
+        self.channels: dict[tuple[str, str, int, float | None], Channel] = {}
         feed.listeners.append(self.publish)
         feed.close_listeners.append(self.close)
 
-    def channel(self, framing: str, name: str, frame: Callable[[Event], bytes]) -> Channel:
-        key = (framing, name)
+    def channel(
+        self, framing: str, name: str, frame: Callable[[Event], bytes], limit: int, idle_s: float | None = None
+    ) -> Channel:
+        key = (framing, name, limit, idle_s)
         if key not in self.channels:
-            self.channels[key] = Channel(name, frame)
+            self.channels[key] = Channel(name, frame, limit, idle_s)
         return self.channels[key]
 
     def publish(self, events: list[Event]) -> None:
@@ -86,60 +114,101 @@ class Fanout:
             return
         first, last, count = events[0].seq, events[-1].seq, len(events)
         for channel in self.channels.values():
-            if not channel.subscribers:
+            members = channel.members
+            if not members:
                 continue
             channel.last_publish = asyncio.get_running_loop().time()
+            if channel.seq != first - 1:  # the members missed a publication (never expected): they catch up alone
+                _release_all(channel, True)
+                continue
             data = b"".join(channel.frame(e) for e in events)  # framed once for every subscriber
-            size = len(data)
-            behind = first - 1
+            size, limit = len(data), channel.limit
             leaving = []
-            written = 0
-            for sub in channel.subscribers:
-                transport = sub.transport
-                if sub.cursor != behind or transport.is_closing() or (sub.closed is not None and sub.closed()):
-                    leaving.append(sub)
+            for transport in members:
+                if transport.is_closing():
+                    leaving.append(transport)
                     continue
-                if is_full(transport.get_write_buffer_size(), size, sub.limit):
-                    leaving.append(sub)  # the catch-up path gives it the grace, or drops it
+                buffered = transport.get_write_buffer_size()
+                if buffered and is_full(buffered, size, limit):
+                    leaving.append(transport)  # the catch-up path gives it the grace, or drops it
                     continue
                 transport.write(data)
-                sub.cursor = last
-                written += 1
-            self.deliveries[channel.name] += written * count
-            for sub in leaving:
-                _release(channel, sub)
+            self.deliveries[channel.name] += (len(members) - len(leaving)) * count
+            for transport in leaving:
+                _release(channel, members[transport], True)  # its cursor: the seq before this publication
+            channel.seq = last
 
     def close(self) -> None:
         """The feed closed: every subscriber returns to its own path, which ends the stream."""
         for channel in self.channels.values():
-            for sub in list(channel.subscribers):
-                _release(channel, sub)
+            _release_all(channel, True)
+            if channel.idle_timer is not None:
+                channel.idle_timer.cancel()
+                channel.idle_timer = None
 
-    async def join(self, channel: Channel, sub: Subscriber, idle_s: float | None = None) -> bool:
+    def leave(self, channel: Channel, sub: Subscriber) -> None:
+        """Take ``sub`` out of the broadcast at once (a WebSocket about to send its close frame); its ``join``
+        returns True."""
+        if channel.members.get(sub.transport) is sub:
+            _release(channel, sub, True)
+
+    async def join(self, channel: Channel, sub: Subscriber) -> bool:
         """Stay in the broadcast until the subscriber must catch up on its own (True), or until nothing was
-        written to it for ``idle_s`` (False: time for a heartbeat)."""
+        written to it for the channel's ``idle_s`` (False: time for a heartbeat). ``sub.cursor`` must be the feed's
+        latest seq (the caller found nothing after it)."""
         loop = asyncio.get_running_loop()
+        if sub.cursor != channel.seq:
+            # Every member is at the feed's latest seq, as is a caught-up joiner, so this happens only to an empty
+            # channel (or members left behind, which then catch up on their own).
+            _release_all(channel, True)
+            channel.seq = sub.cursor
         sub.wake = wake = loop.create_future()
-        channel.subscribers.add(sub)
-        joined = loop.time()
+        sub.joined = loop.time()
+        channel.members[sub.transport] = sub
+        if channel.idle_s is not None and channel.idle_timer is None:
+            _arm_idle_timer(channel, loop)
         try:
-            if idle_s is None:
-                await wake
-                return True
-            while True:
-                silent_since = max(joined, channel.last_publish)
-                remaining = silent_since + idle_s - loop.time()
-                if remaining <= 0:
-                    return False
-                done, _ = await asyncio.wait({wake}, timeout=remaining)
-                if done:
-                    return True
+            return await wake
         finally:
-            channel.subscribers.discard(sub)
+            if channel.members.get(sub.transport) is sub:  # cancelled while a member (its connection went)
+                del channel.members[sub.transport]
+                sub.cursor = channel.seq
             sub.wake = None
 
 
-def _release(channel: Channel, sub: Subscriber) -> None:
-    channel.subscribers.discard(sub)
+def _release(channel: Channel, sub: Subscriber, catch_up: bool) -> None:
+    del channel.members[sub.transport]
+    sub.cursor = channel.seq
     if sub.wake is not None and not sub.wake.done():
-        sub.wake.set_result(None)
+        sub.wake.set_result(catch_up)
+
+
+def _release_all(channel: Channel, catch_up: bool) -> None:
+    for sub in list(channel.members.values()):
+        _release(channel, sub, catch_up)
+
+
+def _arm_idle_timer(channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+    """One timer per channel, at its first member's idle deadline (members are in join order, so that member's is
+    the earliest: a publication restarts every member's silence at once)."""
+    assert channel.idle_s is not None
+    first = next(iter(channel.members.values()))
+    when = silent_since(first.joined, channel.last_publish) + channel.idle_s
+    channel.idle_timer = loop.call_at(when, _idle_check, channel, loop)
+
+
+def _idle_check(channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+    """Members silent for ``idle_s`` leave for a heartbeat (their ``join`` returns False); then the timer is set for
+    the next deadline."""
+    channel.idle_timer = None
+    if channel.idle_s is None:
+        return
+    now, due = loop.time(), []
+    for sub in channel.members.values():  # in join order: the first that is not due ends the scan
+        if not idle_due(sub.joined, channel.last_publish, channel.idle_s, now, TIMER_SLACK_S):
+            break
+        due.append(sub)
+    for sub in due:
+        _release(channel, sub, False)
+    if channel.members:
+        _arm_idle_timer(channel, loop)

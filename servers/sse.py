@@ -19,6 +19,10 @@ def sse_record(event: Event) -> bytes:
     return b"id: %d\ndata: %s\n\n" % (event.seq, event.body)
 
 
+def sse_chunk(event: Event) -> bytes:
+    return http_chunk(sse_record(event))
+
+
 def resume_point(request: web.Request) -> int | None:
     """Last-Event-ID (what EventSource sends on reconnect) wins over ?after=N."""
     header = request.headers.get("Last-Event-ID")
@@ -46,9 +50,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     bound_send_buffer(transport, send_buffer_bytes)
     if "chunked" in response.headers.get("Transfer-Encoding", ""):  # aiohttp frames each write as a chunk (HTTP/1.1)
-        channel = st.fanout.channel("sse-chunked", name, lambda e: http_chunk(sse_record(e)))
+        channel = st.fanout.channel("sse-chunked", name, sse_chunk, send_buffer_bytes, heartbeat)
     else:
-        channel = st.fanout.channel("sse", name, sse_record)
+        channel = st.fanout.channel("sse", name, sse_record, send_buffer_bytes, heartbeat)
     sub = Subscriber(transport, after, send_buffer_bytes)
     try:
         while True:
@@ -63,7 +67,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 continue
             if st.feed.closed:
                 raise FeedClosed()
-            if not await st.fanout.join(channel, sub, heartbeat):  # caught up: in the broadcast
+            if not await st.fanout.join(channel, sub):  # caught up: in the broadcast
                 await make_room(transport, len(HEARTBEAT), send_buffer_bytes)
                 await response.write(HEARTBEAT)
     except SlowClient:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from pushbench.transports import Transport
 from pushbench.units import ws_frame_header_bytes
 from servers.fanout import Subscriber, ws_text_frame
-from servers.feed import FeedClosed, StaleCursor
+from servers.feed import Event, FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, is_valid_close_code, make_room
 from servers.poll import route_name
 from servers.state import check_future_cursor, events_after, parse_cursor, state
@@ -22,14 +24,35 @@ MAX_FRAME_HEADER_BYTES = ws_frame_header_bytes(1 << 16, masked=False)  # the lon
 SOCKETS = web.AppKey("websockets", set)  # the open WebSocketResponses, closed with 1001 on shutdown
 
 
-async def _push(ws: web.WebSocketResponse, request: web.Request, after: int) -> None:
+def frame_event(event: Event) -> bytes:
+    return ws_text_frame(event.body)
+
+
+class PushWebSocket(web.WebSocketResponse):
+    """A WebSocketResponse that leaves the broadcast before its close frame goes out, so no frame follows it.
+
+    Every close that sends a close frame goes through ``close()`` (aiohttp's own, on bad input, too); a close
+    without one (a pong timeout) closes the transport at once, which the broadcast checks before each write.
+    """
+
+    leave: Callable[[], None] | None = None
+
+    async def close(self, *args: Any, **kwargs: Any) -> bool:
+        if self.leave is not None:
+            self.leave()
+        return await super().close(*args, **kwargs)
+
+
+async def _push(ws: PushWebSocket, request: web.Request, after: int) -> None:
     st = state(request)
     name = route_name(request)
     send_buffer_bytes = st.config.server.send_buffer_bytes
     transport = request.transport
     # permessage-deflate compresses with each connection's own context: no shared bytes, no broadcast
-    channel = None if ws.compress else st.fanout.channel("ws", name, lambda e: ws_text_frame(e.body))
-    sub = Subscriber(transport, after, send_buffer_bytes, lambda: ws.closed)
+    channel = None if ws.compress else st.fanout.channel("ws", name, frame_event, send_buffer_bytes)
+    sub = Subscriber(transport, after, send_buffer_bytes)
+    if channel is not None:
+        ws.leave = lambda: st.fanout.leave(channel, sub)
     try:
         while not ws.closed:
             events = st.feed.events_after(sub.cursor)  # catching up on its own (resumed, or fell behind)
@@ -117,7 +140,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             after = st.feed.latest_seq
         check_future_cursor(request, after)
         events_after(request, after)  # refuse a stale resume point before the handshake
-    ws = web.WebSocketResponse(
+    ws = PushWebSocket(
         compress=cfg.ws_compress,
         max_msg_size=cfg.max_ws_message_bytes,
         heartbeat=cfg.ws_heartbeat_s or None,
