@@ -92,9 +92,17 @@ class HeadTimeoutHandler(RequestHandler):
 
     The server (``self._manager``) carries ``pushbench_timeouts`` (``HeadTimeouts``) and ``pushbench_stats``
     (anything with a ``rejected`` Counter); without ``pushbench_timeouts`` this is aiohttp's handler unchanged.
+
+    The timer is lazy, as aiohttp's own keep-alive timer is: one ``call_at`` per connection that may fire before the
+    deadline and then re-arms for the current one. A request whose head arrives whole in one read (the common case)
+    changes the deadline without cancelling or creating a timer; only a deadline earlier than the pending timer (a
+    head that arrives in pieces) re-arms it.
     """
 
     _pb_timer: asyncio.TimerHandle | None = None
+    _pb_timer_at = 0.0  # when the pending timer fires (never after _pb_deadline while waiting)
+    _pb_waiting = False  # waiting for a request head: the clocks run
+    _pb_deadline = 0.0
     _pb_waiting_since = 0.0
     _pb_first_request = True
     _pb_first_byte_at: float | None = None
@@ -107,12 +115,22 @@ class HeadTimeoutHandler(RequestHandler):
         timeouts = self._pb_timeouts()
         if timeouts is None:
             return
-        if self._pb_timer is not None:
-            self._pb_timer.cancel()
         deadline, _ = waiting_deadline(timeouts, self._pb_waiting_since, self._pb_first_request, self._pb_first_byte_at)
+        self._pb_waiting = True
+        self._pb_deadline = deadline
+        if self._pb_timer is not None:
+            if self._pb_timer_at <= deadline:
+                return  # it fires first and re-arms for this deadline
+            self._pb_timer.cancel()
+        self._pb_timer_at = deadline
         self._pb_timer = self._loop.call_at(deadline, self._pb_expire)
 
     def _pb_disarm(self) -> None:
+        """Stop the clocks (a head is complete); a pending timer finds nothing to do when it fires."""
+        self._pb_waiting = False
+
+    def _pb_cancel(self) -> None:
+        self._pb_waiting = False
         if self._pb_timer is not None:
             self._pb_timer.cancel()
             self._pb_timer = None
@@ -125,10 +143,17 @@ class HeadTimeoutHandler(RequestHandler):
 
     def _pb_expire(self) -> None:
         self._pb_timer = None
+        if not self._pb_waiting:
+            return  # a request is being handled: its response's end starts the next wait (and a timer)
+        if self._loop.time() < self._pb_deadline:  # fired for an earlier deadline since moved on: wait for this one
+            self._pb_timer_at = self._pb_deadline
+            self._pb_timer = self._loop.call_at(self._pb_deadline, self._pb_expire)
+            return
         timeouts = self._pb_timeouts()
         waiting = self._waiter is not None and not self._waiter.done()
         if timeouts is None or self.transport is None or self._force_close or not waiting:
             return  # a request is being handled (it re-arms when its response ends) or the connection is going
+        self._pb_waiting = False
         _, kind = waiting_deadline(timeouts, self._pb_waiting_since, self._pb_first_request, self._pb_first_byte_at)
         stats = getattr(self._manager, "pushbench_stats", None)
         if stats is not None:
@@ -155,15 +180,17 @@ class HeadTimeoutHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._pb_lingering:
             return  # answered 408 and half-closed: the rest of the unfinished head is read and dropped
-        if self._pb_timer is None:  # not waiting for a head: body bytes, WebSocket frames, pipelined requests
+        if not self._pb_waiting:  # not waiting for a head: body bytes, WebSocket frames, pipelined requests
             super().data_received(data)
             return
-        if self._pb_first_byte_at is None and data:
+        first_byte = self._pb_first_byte_at is None and bool(data)
+        if first_byte:
             self._pb_first_byte_at = self._loop.time()
-            self._pb_arm()
         super().data_received(data)
         if self._messages:  # the head is complete (or unparsable, and about to be answered): the handler owns it
             self._pb_disarm()
+        elif first_byte:  # a head arriving in pieces: from now on it is due by the request-head deadline
+            self._pb_arm()
 
     async def finish_response(self, request: Any, resp: web.StreamResponse, start_time: float | None) -> Any:
         result = await super().finish_response(request, resp, start_time)
@@ -172,5 +199,5 @@ class HeadTimeoutHandler(RequestHandler):
         return result
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._pb_disarm()
+        self._pb_cancel()
         super().connection_lost(exc)

@@ -322,3 +322,49 @@ def test_a_head_still_streaming_in_when_it_times_out_gets_its_408_not_a_reset() 
         assert all(a == timeout_response(0.3) for a in answers), {a[:40] for a in answers}
 
     run(body())
+
+
+async def poll_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int) -> None:
+    writer.write(f"GET /poll HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout(5))
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+
+
+def test_kept_alive_clocks_follow_each_response_and_a_head_due_before_the_idle_deadline() -> None:
+    """The head timer is lazy (set once, re-armed when it fires before the deadline): a connection polling for longer
+    than the idle timeout is never closed while it keeps asking, and a head that starts arriving after a response
+    is due ``request_header_timeout_s`` after its first byte, before the idle timer already pending for it."""
+
+    async def keeps_polling(host: str, port: int) -> int:
+        reader, writer = await asyncio.open_connection(host, port)
+        for _ in range(5):  # 2 s of polls 0.4 s apart, past the idle deadline the first timer was set for
+            await poll_once(reader, writer, host, port)
+            await asyncio.sleep(0.4)
+        writer.close()
+        return 5
+
+    async def starts_a_head_late(host: str, port: int) -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection(host, port)
+        await poll_once(reader, writer, host, port)  # the idle clock now runs until 1.5 s from here
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        writer.write(f"GET /poll HTTP/1.1\r\nHost: {host}:{port}\r\n".encode())  # never finished
+        answer = await asyncio.wait_for(reader.read(), timeout(5))
+        writer.close()
+        return answer, time.monotonic() - started
+
+    async def body() -> None:
+        async with running_server(
+            "server.request_header_timeout_s=0.3", "server.idle_timeout_s=1.5", "feed.rate_hz=10"
+        ) as srv:
+            polls, (answer, after_s) = await asyncio.gather(
+                keeps_polling(srv.host, srv.port), starts_a_head_late(srv.host, srv.port)
+            )
+            assert polls == 5
+            assert answer == timeout_response(0.3), answer[:80]
+            assert 0.3 - 0.05 <= after_s < 0.7, after_s  # the pending idle timer fires 1.0 s after the first byte
+            assert srv.state.stats.rejected == {REQUEST_TIMEOUT: 1}, srv.state.stats.rejected
+
+    run(body())
