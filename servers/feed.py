@@ -13,6 +13,8 @@ buffers; if it falls so far behind that its cursor leaves the history, ``StaleCu
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import random
 import string
@@ -97,7 +99,13 @@ class Feed:
         self.late_ticks = 0
         self.ticks = 0
         self.closed = False
-        self._changed = asyncio.Event()
+        # Held waiters (``wait_after``): each is one future, woken (True) by the next publication or shutdown, or
+        # (False) by its deadline. All timeouts share one loop timer, set for the earliest deadline in the heap.
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._deadlines: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self._deadline_order = itertools.count()  # ties in the heap never compare futures
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         # Called with each tick's events as they are published (servers.fanout writes them to subscribers),
         # and once when the feed closes.
         self.listeners: list[Callable[[list[Event]], None]] = []
@@ -135,8 +143,30 @@ class Feed:
         return new
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        """Answer every held waiter: each checks again whether what it waits for exists."""
+        waiters, self._waiters = self._waiters, []
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for waiter in waiters:
+            if not waiter.done():  # a cancelled waiter (its request went away) is skipped
+                waiter.set_result(True)
+
+    def _expire(self) -> None:
+        """The loop timer: answer every waiter whose deadline has come (False), then wait for the next one."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        # As a per-waiter loop timer would: the timer's own time counts as come (uvloop may fire ~1 ms early).
+        now = max(loop.time(), self._timer_at)
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            waiter = heapq.heappop(heap)[2]
+            if not waiter.done():
+                waiter.set_result(False)
+        if heap:
+            self._timer_at = heap[0][0]
+            self._timer = loop.call_at(self._timer_at, self._expire)
 
     def close(self) -> None:
         """End every stream and answer every waiter (shutdown)."""
@@ -156,19 +186,28 @@ class Feed:
         return self._events[after + 1 - self._first_index_seq :]
 
     async def wait_after(self, after: int, timeout: float | None = None) -> bool:
-        """Wait until an event with seq > ``after`` exists; False on timeout or shutdown."""
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        """Wait until an event with seq > ``after`` exists; False on timeout or shutdown.
+
+        One future per waiter and one loop timer for every deadline (not a timer and a context manager each):
+        a publication releases thousands of held long polls at once.
+        """
+        if self.latest_seq > after:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while self.latest_seq <= after:
-            if self.closed:
+            if self.closed or (deadline is not None and deadline <= loop.time()):
                 return False
-            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            if remaining is not None and remaining <= 0:
-                return False
-            try:
-                # asyncio.timeout, unlike wait_for, creates no task: cheap with thousands of waiters.
-                async with asyncio.timeout(remaining):
-                    await self._changed.wait()
-            except TimeoutError:
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiters.append(waiter)
+            if deadline is not None:
+                heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), waiter))
+                if self._timer is None or deadline < self._timer_at:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    self._timer_at = deadline
+                    self._timer = loop.call_at(deadline, self._expire)
+            if not await waiter:
                 return False
         return True
 

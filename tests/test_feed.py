@@ -89,3 +89,36 @@ def test_no_event_is_published_before_its_intended_time_on_uvloop() -> None:
         return early
 
     assert uvloop.run(body()) == []
+
+
+def test_held_waiters_time_out_each_at_its_own_deadline_and_a_publication_answers_the_rest() -> None:
+    """One loop timer serves every deadline: each waiter still times out at its own, in any order of arrival, and a
+    waiter whose request went away (cancelled) is skipped by the publication that answers the others."""
+
+    async def body() -> tuple[list[bool | None], float, float]:
+        feed = Feed(rate_hz=10, payload_bytes=1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ended: dict[str, float] = {}
+
+        async def wait(name: str, timeout: float | None) -> bool:
+            result = await feed.wait_after(0, timeout=timeout)
+            ended[name] = loop.time() - started
+            return result
+
+        waiters = [
+            asyncio.create_task(wait("late", 0.3)),
+            asyncio.create_task(wait("early", 0.05)),  # arrives after a later deadline: the timer moves up
+            asyncio.create_task(wait("forever", None)),
+            asyncio.create_task(wait("gone", 5)),
+        ]
+        await asyncio.sleep(0.15)
+        waiters[3].cancel()
+        states = [w.result() if w.done() else None for w in waiters[:3]]  # only "early" is done
+        feed.publish_tick(1)
+        results = await asyncio.gather(*waiters[:3])
+        return [*states, *results], ended["early"], ended["late"]
+
+    states_and_results, early_s, late_s = asyncio.run(body())
+    assert states_and_results == [None, False, None, True, False, True]  # late, early, forever; then their results
+    assert 0.05 <= early_s < 0.15 and late_s < 0.3, (early_s, late_s)
