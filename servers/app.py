@@ -116,7 +116,8 @@ def make_app(config: Sections) -> web.Application:
     clock.add_routes(app)
     page.add_routes(app)
     app.router.add_get("/stats", stats_handler, name="stats", allow_head=False)
-    app.on_response_prepare.append(_on_prepare)
+    if server_cfg.extra_headers or not server_cfg.keepalive:  # otherwise it has nothing to do on any response
+        app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(_close_feed)
     app.cleanup_ctx.append(_feed_ctx(app))
     return app

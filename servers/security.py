@@ -162,7 +162,8 @@ def setup(app: web.Application, server_cfg: ServerConfig) -> None:
         allowed_origins=frozenset(map(normalize_origin, server_cfg.allowed_origins)),
         cors_origins=frozenset(map(normalize_origin, server_cfg.cors_origins)),
     )
-    app.on_response_prepare.append(add_cors_headers)
+    if server_cfg.cors_origins:  # CORS off: no header to add, so no hook to run on every response
+        app.on_response_prepare.append(add_cors_headers)
 
 
 # --- errors aiohttp's HTTP parser raises before any handler or middleware runs ---------------------------
