@@ -23,6 +23,7 @@ from analysis.metrics import (
     cpu_us_per_delivery,
     deliveries_per_cpu_s,
     memory_per_connection_bytes,
+    pooled_fanout,
     records,
     slice_cells,
     transports_in,
@@ -95,37 +96,48 @@ def size_failure(rows: Sequence[Record], threshold_ms: float, warnings: Mapping[
 
 @dataclass(frozen=True)
 class Bounded:
-    """A figure, or a bound on it when the server's CPU read 0 ticks in some repeat: ``relation`` '<' or '>'."""
+    """A figure, or a bound on it when the server's CPU read 0 ticks: ``relation`` '<' or '>'; ``low`` and ``high``:
+    the range the CPU clock's ticks leave it in (``pooled_fanout``), NaN when unknown."""
 
     value: float
     relation: str = ""
+    low: float = math.nan
+    high: float = math.nan
 
     def text(self) -> str:
         return f"{self.relation} {fmt(self.value)}" if self.relation else fmt(self.value)
 
+    def range_text(self) -> str:
+        """'low–high', or '' when the range is unknown."""
+        if math.isnan(self.low) or math.isnan(self.high):
+            return ""
+        return f"{fmt(self.low)}–{fmt(self.high) if math.isfinite(self.high) else '∞'}"
+
 
 def cpu_figures(rows: Sequence[Record], clock_ticks_per_s: float) -> tuple[Bounded, Bounded]:
-    """(server CPU µs per delivery, deliveries per server CPU-second), means over the measured repeats.
+    """(server CPU µs per delivery, deliveries per server CPU-second), pooled over the measured repeats: their total
+    CPU and total deliveries (``pooled_fanout``), with the range the CPU clock's ticks allow.
 
-    A repeat whose CPU read 0 ticks counts with its bound (the tick resolution ÷ its deliveries, or its deliveries
-    ÷ the resolution); when any did, the mean is a bound too: '<' for CPU per delivery, '>' for the fan-out.
+    When the total CPU read 0 ticks, both are bounds from the tick resolution (2 ticks per repeat): '<' for CPU per
+    delivery, '>' for the fan-out.
     """
-    resolution = cpu_resolution_s(clock_ticks_per_s)
-    per_delivery, fanout, bounded = [], [], False
+    cpus, counts = [], []
     for r in rows:
         cpu, deliveries = number(r, "server_cpu_s"), number(r, "server_deliveries")
         if math.isnan(cpu) or math.isnan(deliveries) or deliveries <= 0:
             continue
-        if cpu_reads_zero(cpu, clock_ticks_per_s):
-            bounded = True
-            cpu = resolution
-        per_delivery.append(cpu_us_per_delivery(cpu, deliveries))
-        fanout.append(deliveries_per_cpu_s(deliveries, cpu))
-    if not per_delivery:
+        cpus.append(cpu)
+        counts.append(deliveries)
+    if not cpus:
         return Bounded(math.nan), Bounded(math.nan)
+    total_cpu, total = sum(cpus), sum(counts)
+    if cpu_reads_zero(total_cpu, clock_ticks_per_s):
+        slack = len(cpus) * cpu_resolution_s(clock_ticks_per_s)
+        return Bounded(cpu_us_per_delivery(slack, total), "<"), Bounded(deliveries_per_cpu_s(total, slack), ">")
+    fanout, low, high = pooled_fanout(counts, cpus, clock_ticks_per_s)
     return (
-        Bounded(sum(per_delivery) / len(per_delivery), "<" if bounded else ""),
-        Bounded(sum(fanout) / len(fanout), ">" if bounded else ""),
+        Bounded(cpu_us_per_delivery(total_cpu, total), "", 1e6 / high, 1e6 / low),
+        Bounded(fanout, "", low, high),
     )
 
 
@@ -279,9 +291,15 @@ def fanout_target_applies(transport: str, clients: float, streaming: Sequence[st
 
 
 def fanout_met(figure: Bounded) -> bool | None:
-    """Did a fan-out figure meet the target? None when unknown (NaN, or only an upper bound below it)."""
+    """Did a fan-out figure meet the target? With its tick range: met when all of the range is at or above it, not
+    met when all of it is below, None in between. Without one: None when unknown (NaN, or only an upper bound below
+    it)."""
     if math.isnan(figure.value):
         return None
+    if not math.isnan(figure.low):
+        if figure.low >= FANOUT_TARGET_PER_CPU_S:
+            return True
+        return False if figure.high < FANOUT_TARGET_PER_CPU_S else None
     if figure.value >= FANOUT_TARGET_PER_CPU_S:
         return True if figure.relation in ("", ">") else None
     return False if figure.relation in ("", "<") else None

@@ -162,6 +162,23 @@ def deliveries_per_cpu_s(deliveries: float, server_cpu_s: float) -> float:
     return safe_div(deliveries, server_cpu_s)
 
 
+def pooled_fanout(
+    deliveries: Sequence[float], server_cpu_s: Sequence[float], clock_ticks_per_s: float = CLOCK_TICKS_PER_S
+) -> tuple[float, float, float]:
+    """The fan-out over repeats, pooled: (total deliveries ÷ total server CPU, and the lowest and highest it can be).
+
+    Each window's CPU is the difference of two readings of user and system time, each counted in whole clock ticks,
+    so it is within ``cpu_resolution_s`` (2 ticks) of the CPU really used, either way; over n windows the total is
+    within n times that. The bounds are the deliveries over the total CPU plus and minus that (the highest is
+    infinite when the total could be 0). NaN when there is nothing to pool."""
+    total_deliveries, total_cpu = float(sum(deliveries)), float(sum(server_cpu_s))
+    if not server_cpu_s or total_deliveries <= 0:
+        return math.nan, math.nan, math.nan
+    slack = len(server_cpu_s) * cpu_resolution_s(clock_ticks_per_s)
+    highest = total_deliveries / (total_cpu - slack) if total_cpu > slack else math.inf
+    return safe_div(total_deliveries, total_cpu), total_deliveries / (total_cpu + slack), highest
+
+
 def bytes_per_second(byte_count: float, duration_s: float) -> float:
     """Average rate of ``byte_count`` bytes over ``duration_s`` seconds."""
     return safe_div(byte_count, duration_s)

@@ -34,6 +34,7 @@ from analysis.metrics import (
     cpu_us_per_delivery,
     deliveries_per_cpu_s,
     memory_per_connection_bytes,
+    pooled_fanout,
 )
 from analysis.model import Analysis, analyse
 from analysis.results import SUMMARY_COLUMNS, ResultsError, Run, attach_cells, read_summary
@@ -72,14 +73,43 @@ def test_memory_per_connection_is_marginal_against_the_smallest_size() -> None:
     assert memory_per_connection_bytes(40e6, 100, 40e6, 100) == (pytest.approx(400_000), False)
 
 
-def test_cpu_figures_turn_into_bounds_when_a_repeat_read_zero() -> None:
+def test_the_fan_out_is_pooled_over_repeats_with_the_range_the_cpu_ticks_allow() -> None:
+    # Two windows: 50,000 deliveries in 0.50 s and 40,000 in 0.40 s of CPU, read in 10-ms ticks (100 per second).
+    # Pooled: 90,000 / 0.90 s = 100,000 per CPU-s. Each window's CPU is within 2 ticks (0.02 s) either way, so the
+    # total is within 0.04 s: 90,000 / 0.94 = 95,744.7 and 90,000 / 0.86 = 104,651.2.
+    figure, low, high = pooled_fanout([50_000, 40_000], [0.50, 0.40], 100)
+    assert (figure, low, high) == (
+        pytest.approx(100_000),
+        pytest.approx(95_744.68, abs=0.01),
+        pytest.approx(104_651.16, abs=0.01),
+    )
+    # One window of 0.02 s: the CPU could have been 0, so there is no upper bound.
+    assert pooled_fanout([1_000], [0.02], 100) == (pytest.approx(50_000), pytest.approx(25_000), math.inf)
+    assert all(math.isnan(v) for v in pooled_fanout([], [], 100))
+
+
+def test_cpu_figures_pool_the_repeats_and_turn_into_bounds_when_the_total_read_zero() -> None:
     rows = [
-        {"server_cpu_s": 0.5, "server_deliveries": "50000"},  # 10 µs, 100,000/s
-        {"server_cpu_s": 0.0, "server_deliveries": "1000"},  # under 20 ms: < 20 µs, > 50,000/s
+        {"server_cpu_s": 0.5, "server_deliveries": "50000"},
+        {"server_cpu_s": 0.0, "server_deliveries": "1000"},  # under 2 ticks: pooled with the other one
     ]
     cpu, fanout = cpu_figures(rows, 100)
-    assert cpu == Bounded(pytest.approx(15.0), "<")
-    assert fanout == Bounded(pytest.approx(75_000), ">")
+    # 51,000 deliveries in 0.5 s (± 0.04 s): 9.80 µs each (9.02-10.59), 102,000 per CPU-s (94,444-110,870).
+    assert (cpu.value, cpu.low, cpu.high) == (
+        pytest.approx(9.8039, abs=1e-4),
+        pytest.approx(9.0196, abs=1e-4),
+        pytest.approx(10.5882, abs=1e-4),
+    )
+    assert (fanout.value, fanout.low, fanout.high) == (
+        pytest.approx(102_000),
+        pytest.approx(94_444.44, abs=0.01),
+        pytest.approx(110_869.57, abs=0.01),
+    )
+    assert (fanout.text(), fanout.range_text()) == ("102,000", "94,444–110,870")
+    # Every repeat read 0 ticks: under 2 ticks each (0.04 s for two), so < 0.04 s / 2,000 = 20 µs, > 50,000 per s.
+    cpu, fanout = cpu_figures([{"server_cpu_s": 0.0, "server_deliveries": "1000"}] * 2, 100)
+    assert cpu == Bounded(pytest.approx(20.0), "<") and fanout == Bounded(pytest.approx(50_000), ">")
+    assert fanout.range_text() == ""
     cpu, fanout = cpu_figures(rows[:1], 100)
     assert (cpu.text(), fanout.text()) == ("10", "100,000")
     assert cpu_figures([{"server_cpu_s": 0.5}], 100)[0].text() == "–"  # no server_deliveries column
@@ -91,6 +121,10 @@ def test_fan_out_target() -> None:
     assert fanout_met(Bounded(200_000, ">")) is True  # at least that
     assert fanout_met(Bounded(50_000, ">")) is None  # at least 50,000: could be either
     assert fanout_met(Bounded(math.nan)) is None
+    # With the CPU ticks' range: met only when all of it is at or above the target, not met when all is below.
+    assert fanout_met(Bounded(108_000, "", 104_000, 112_000)) is True
+    assert fanout_met(Bounded(102_000, "", 98_000, 106_000)) is None
+    assert fanout_met(Bounded(95_000, "", 91_000, 99_000)) is False
 
 
 # --- judging one size and walking up the sizes ----------------------------------------------------------
