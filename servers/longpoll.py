@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pushbench.transports import Transport
-from servers.poll import respond, route_name
+from servers.poll import add_shared_answers, respond, route_name
 from servers.state import check_future_cursor, events_after, parse_cursor, state
 
 
@@ -21,4 +21,5 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application, transport: Transport) -> None:
+    add_shared_answers(app)
     app.router.add_get(transport.path, handle, name=transport.name, allow_head=False)

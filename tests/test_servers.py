@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import websockets
+from aiohttp import web
 from conftest import ServerProcess, run, running_server, timeout
 
 FAST = ("feed.rate_hz=50", "feed.payload_bytes=20")
@@ -286,3 +287,62 @@ def test_graceful_shutdown_closes_ws_1001_and_answers_long_polls(server_process:
     assert longpoll["events"] == []
     assert elapsed < 5
     assert srv.proc.wait(timeout(10)) == 0  # already signalled: exit status 0 after a clean shutdown
+
+
+async def raw_exchange(host: str, port: int, request: bytes) -> bytes:
+    """One request on its own connection; the whole answer (head and Content-Length body) as it came."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout(5))
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        return head + await asyncio.wait_for(reader.readexactly(length), timeout(5))
+    finally:
+        writer.close()
+
+
+def test_direct_answers_are_the_bytes_aiohttp_writes() -> None:
+    """Poll and long-poll answers are written as shared bytes (servers.poll.respond): exactly what aiohttp itself
+    writes for ``web.Response(body=<the same body>, content_type="application/json")`` on a kept-alive connection;
+    a request asking to close gets aiohttp's own answer, with ``Connection: close``."""
+
+    async def aiohttp_answers(body: bytes) -> tuple[str, int, web.AppRunner]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return "127.0.0.1", runner.addresses[0][1], runner
+
+    async def body() -> None:
+        async with running_server("feed.rate_hz=2", "feed.payload_bytes=20") as srv:
+            await srv.state.feed.wait_after(1, timeout(5))
+            for _ in range(5):  # until no event and no second boundary falls between the two answers
+                after = srv.state.feed.latest_seq - 1
+                answers = []
+                for path in (f"/poll?after={after}", f"/longpoll?after={after}"):
+                    request = f"GET {path} HTTP/1.1\r\nHost: {srv.host}:{srv.port}\r\n\r\n".encode()
+                    answer = await raw_exchange(srv.host, srv.port, request)
+                    ref_host, ref_port, runner = await aiohttp_answers(answer.partition(b"\r\n\r\n")[2])
+                    try:
+                        reference = await raw_exchange(ref_host, ref_port, request)
+                    finally:
+                        await runner.cleanup()
+                    closing = await raw_exchange(
+                        srv.host, srv.port, request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+                    )
+                    answers.append((answer, reference, closing))
+                if all(a == r for a, r, _ in answers):
+                    break
+            for answer, reference, closing in answers:
+                assert answer == reference, (answer, reference)
+                assert json.loads(answer.partition(b"\r\n\r\n")[2])["cursor"] == after + 1
+                assert b"\r\nConnection: close\r\n" in closing
+                assert closing.partition(b"\r\n\r\n")[2] == answer.partition(b"\r\n\r\n")[2]
+            assert srv.state.stats.deliveries["poll"] >= 2 and srv.state.stats.deliveries["longpoll"] >= 2
+
+    run(body())
