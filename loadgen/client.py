@@ -189,12 +189,17 @@ class ClientContext:
     ) -> int:
         """One pushed event (a WebSocket text frame, an SSE record) read from ``conn``: ``raw`` is the event,
         ``wire_bytes`` stream bytes at ``at`` carried it (``payload_bytes`` of it when compressed). Counts its
-        payload in the connection's ledger, parses it (``event_fields``) and delivers it; returns its seq.
-        Once per message in the streams' sinks, so in as few steps as ``add_down_payload`` + ``deliver`` allow."""
-        seq, ts = event_fields(raw)
+        payload in the connection's ledger, parses it (as ``event_fields`` does) and delivers it; returns its seq.
+        Once per message in the streams' sinks, so in as few steps as ``add_down_payload`` + ``deliver`` allow:
+        the parse inline, the latency appended without a call of ``LatencyRecorder.record``."""
+        try:
+            event = _decode_event(raw)
+        except msgspec.MsgspecError:
+            raise not_an_event(raw) from None
+        seq = event.seq
         conn.ledger.add_down(at, wire_bytes, payload_bytes)
         if client.tracker.add(seq):
-            self.latency.record(received_ns + self.clock_offset_ns, ts)
+            self.latency.append_ns(received_ns + self.clock_offset_ns - event.ts)
         return seq
 
     def count_error(self, exc: ClientError) -> None:
@@ -338,5 +343,9 @@ def event_fields(raw: bytes | bytearray | memoryview) -> tuple[int, int]:
     try:
         event = _decode_event(raw)
     except msgspec.MsgspecError:  # malformed JSON, or not the shape of an event
-        raise ClientError(ErrorKind.PROTOCOL, f"not an event: {bytes(raw[:80])!r}") from None
+        raise not_an_event(raw) from None
     return event.seq, event.ts
+
+
+def not_an_event(raw: bytes | bytearray | memoryview) -> ClientError:
+    return ClientError(ErrorKind.PROTOCOL, f"not an event: {bytes(raw[:80])!r}")

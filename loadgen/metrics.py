@@ -153,6 +153,8 @@ class LatencyRecorder:
     def __init__(self) -> None:
         self._histogram = new_histogram()
         self._pending = array("q")  # ns, not yet folded in
+        # ``record`` without a Python call: append one latency in ns (the array is emptied in place when folded)
+        self.append_ns = self._pending.append
         self._count = 0
         self._sum_ns = 0
         self._max_ns = 0
@@ -163,18 +165,16 @@ class LatencyRecorder:
 
     def fold(self) -> None:
         """Take the pending latencies into the histogram and the totals."""
-        pending = self._pending
-        if not pending:
+        if not self._pending:
             return
-        self._pending = array("q")
+        pending = array("q", self._pending)
+        del self._pending[:]  # in place: ``append_ns`` keeps appending to it
         self._count += len(pending)
         self._sum_ns += sum(pending)  # exact (Python ints)
         self._max_ns = max(self._max_ns, max(pending))
         delta = np.frombuffer(pending, dtype=np.int64)
         self._out_of_range += int(np.count_nonzero((delta < NS_PER_US) | (delta > HDR_HIGHEST_US * NS_PER_US)))
-        values, counts = np.unique(np.clip(delta // NS_PER_US, HDR_LOWEST_US, HDR_HIGHEST_US), return_counts=True)
-        for value, n in zip(values.tolist(), counts.tolist(), strict=True):  # as latency_us() clamps
-            self._histogram.record_value(value, n)
+        record_us(self._histogram, delta // NS_PER_US)  # clamped as latency_us() clamps
 
     @property
     def count(self) -> int:
@@ -203,6 +203,15 @@ class LatencyRecorder:
 
     def encode(self) -> str:
         return encode_histogram(self.histogram)
+
+
+def record_us(histogram: HdrHistogram, values_us: Iterable[int] | np.ndarray) -> None:
+    """Record many µs values at once, each clamped to the histogram's range [1 µs, 60 s]: every distinct value
+    once with its count (``HdrHistogram.record_value`` is pure Python: once per value would cost µs each)."""
+    clipped = np.clip(np.asarray(values_us, dtype=np.int64), HDR_LOWEST_US, HDR_HIGHEST_US)
+    values, counts = np.unique(clipped, return_counts=True)
+    for value, n in zip(values.tolist(), counts.tolist(), strict=True):
+        histogram.record_value(value, n)
 
 
 def encode_histogram(histogram: HdrHistogram) -> str:

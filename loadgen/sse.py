@@ -114,14 +114,17 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
 
 def whole_record(data: bytes | bytearray, start: int, stop: int) -> int | None:
     """Where D starts when ``data[start:stop]`` is exactly one ``id: N`` + ``data: D`` record (LF line ends, no
-    other field, D up to ``stop - 2``: what pushbench's server writes per event); None for anything else."""
-    if not data.startswith(b"id: ", start):
+    other field, D up to ``stop - 2``: what pushbench's server writes per event); None for anything else.
+
+    Runs once per event: prefixes are compared as slices (``startswith`` with a start offset parses its
+    arguments at about twice the cost)."""
+    if data[start : start + 4] != b"id: ":
         return None
     nl = data.find(b"\n", start, stop)
     at = nl + 7
     if (
         nl >= 0
-        and data.startswith(b"data: ", nl + 1)
+        and data[nl + 1 : at] == b"data: "
         and data.find(b"\n", at, stop) == stop - 2
         and data[stop - 1] == 10
         and data.find(b"\r", start, stop) < 0

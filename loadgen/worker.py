@@ -12,15 +12,18 @@ import os
 import random
 import resource
 import time
+from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hdrh.histogram import HdrHistogram
+
 from loadgen import echo
 from loadgen.client import ClientContext, ClientState, Plan
-from loadgen.conn import ERROR_KINDS, ConnRecord, Phase
+from loadgen.conn import ERROR_KINDS, ConnRecord, Phase, WindowBook
 from loadgen.echo import echo_due
-from loadgen.metrics import SeqTracker, due_index_range, encode_histogram, new_histogram
+from loadgen.metrics import SeqTracker, due_index_range, encode_histogram, new_histogram, record_us
 from pushbench.gcpolicy import cyclic_gc
 from pushbench.stacks import DEFAULT_STACK, STACKS
 from pushbench.transports import TRANSPORTS
@@ -113,21 +116,47 @@ def runqueue_wait_s() -> float | None:
         return None
 
 
-async def _lag_probe(ctx: ClientContext, histogram: Any) -> None:
-    """How late a periodic timer wakes: the loop's responsiveness under the load (recorded inside the window).
+class LagProbe:
+    """How late a periodic timer fires: the loop's responsiveness under the load (recorded inside the window).
 
-    A wake-up delayed by the window-start TCP_INFO sweep (one getsockopt per open socket, ~10 µs each: 5 ms
-    for 500 sockets) is not recorded: that stall is pushbench's bookkeeping, not the clients' work.
+    One loop timer per tick whose callback reads the clock (no task and no future per tick, as ``asyncio.sleep``
+    would make); the lags are kept in an array and put into the HDR histogram when it is read. A tick delayed by
+    the window-start TCP_INFO sweep (one getsockopt per open socket, ~10 µs each: 5 ms for 500 sockets) is not
+    recorded: that stall is pushbench's bookkeeping, not the clients' work.
     """
-    due = time.monotonic() + LAG_PROBE_INTERVAL_S
-    while True:
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    def __init__(self, book: WindowBook, interval_s: float = LAG_PROBE_INTERVAL_S) -> None:
+        self.book = book
+        self.interval_s = interval_s
+        self.lags_us = array("q")
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._due = time.monotonic() + self.interval_s
+        self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
         now = time.monotonic()
-        if ctx.book.phase is Phase.IN and ctx.book.sweep_end_mono < due:
-            histogram.record_value(max(1, min(60_000_000, int((now - due) * 1e6))))
-        due += LAG_PROBE_INTERVAL_S
+        due, book = self._due, self.book
+        if book.phase is Phase.IN and book.sweep_end_mono < due:
+            self.lags_us.append(int((now - due) * 1e6))
+        due += self.interval_s
         if due < now:
-            due = now + LAG_PROBE_INTERVAL_S
+            due = now + self.interval_s
+        self._due = due
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, due - time.monotonic()), self._tick)
+
+    def histogram(self) -> HdrHistogram:
+        """The recorded lags (µs, each at least 1)."""
+        histogram = new_histogram()
+        record_us(histogram, self.lags_us)
+        return histogram
 
 
 async def run_worker(
@@ -149,7 +178,6 @@ async def _run_clients(
     ctx = ClientContext(plan, clock_offset_ns=clock_offset_ns if plan.scenario == "feed" else 0)
     states = [ClientState(i, random.Random(plan.seed * 7919 + i), tracker_for(plan, i)) for i in indices]
     main = client_main(plan.transport, plan.scenario, plan.stack)
-    lag = new_histogram()
     result = WorkerResult(worker, len(indices), loop_name)
 
     async def start_client(state: ClientState) -> None:
@@ -171,7 +199,8 @@ async def _run_clients(
         result.wall_s = time.monotonic() - wall0
 
     tasks = [asyncio.create_task(start_client(s)) for s in states]
-    probe = asyncio.create_task(_lag_probe(ctx, lag))
+    probe = LagProbe(ctx.book)
+    probe.start()
     window_task = asyncio.create_task(window())
     await asyncio.sleep(max(0.0, (plan.stop_ns - time.time_ns()) / NS_PER_S))
     if not window_task.done():  # the clock jumped or the loop stalled: end the window now
@@ -179,9 +208,10 @@ async def _run_clients(
         ctx.book.end()
     ctx.stop.set()
     # The window is over and measured: clients blocked in a read are cancelled, not waited for.
-    for task in (*tasks, probe):
+    probe.stop()
+    for task in tasks:
         task.cancel()
-    await asyncio.wait([*tasks, probe], timeout=STOP_GRACE_S)
+    await asyncio.wait(tasks, timeout=STOP_GRACE_S)
     for conn in list(ctx.book.open):
         conn.abort()
 
@@ -202,7 +232,7 @@ async def _run_clients(
     result.connections_peak = ctx.book.concurrent_peak
     result.errors = {k: ctx.errors.get(k, 0) for k in ERROR_KINDS}
     result.error_samples = ctx.error_samples
-    result.lag_encoded = encode_histogram(lag)
+    result.lag_encoded = encode_histogram(probe.histogram())
     result.stale_resumes = ctx.stale_resumes
     result.reconnects = ctx.reconnects
     result.requests_retried = ctx.requests_retried

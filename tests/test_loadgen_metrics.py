@@ -6,7 +6,6 @@ import asyncio
 import math
 import random
 import time
-import types
 
 import pytest
 
@@ -33,7 +32,7 @@ from loadgen.metrics import (
     summarize_latency,
     window_seq_range,
 )
-from loadgen.worker import _lag_probe
+from loadgen.worker import LagProbe
 from pushbench.units import ws_frame_header_bytes
 
 MS = 1_000_000
@@ -261,15 +260,16 @@ def _probe_max_lag_ms(stall_is_sweep: bool) -> float:
 
     async def scenario() -> float:
         book = WindowBook(phase=Phase.IN)
-        histogram = new_histogram()
-        probe = asyncio.create_task(_lag_probe(types.SimpleNamespace(book=book), histogram))  # type: ignore[arg-type]
+        probe = LagProbe(book)
+        probe.start()
         await asyncio.sleep(0.05)
         time.sleep(0.04)  # the loop is blocked: by a TCP_INFO sweep, or by anything else
         if stall_is_sweep:
             book.sweep_end_mono = time.monotonic()  # what WindowBook.start() records when its sweep returns
         await asyncio.sleep(0.1)
-        probe.cancel()
-        return float(histogram.get_max_value()) / 1000.0
+        probe.stop()
+        assert len(probe.lags_us) >= 10  # a tick every 10 ms
+        return float(probe.histogram().get_max_value()) / 1000.0
 
     return asyncio.run(scenario())
 

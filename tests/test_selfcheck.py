@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
-from loadgen.selfcheck import Sample, median_costs, median_ratios, ratio, spread, us_per_op
+import psutil
+
+from loadgen.selfcheck import Sample, median_costs, median_ratios, process_cpu_reader, ratio, spread, us_per_op
 
 
 def sample(test: str, client: str, cpu_s: float, ops: int, round_: int) -> Sample:
@@ -49,3 +53,20 @@ def test_sse_is_compared_with_the_websocket_peers_and_a_missing_peer_leaves_no_r
 def test_spread_ignores_rounds_that_measured_nothing() -> None:
     assert spread([2.0, math.nan, 4.0]).median == 3.0
     assert math.isnan(spread([math.nan]).median)
+
+
+def test_a_process_cpu_is_read_to_well_under_a_clock_tick_and_agrees_with_proc_stat() -> None:
+    # A real child that burns about 0.3 s of CPU, then waits: the kernel's clock of that process (the self-check's
+    # reading) and /proc/<pid>/stat's whole 10-ms ticks (psutil) count the same CPU, the clock to the nanosecond.
+    burn = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint(1, flush=True)\nsys.stdin.read()"
+    with subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == b"1\n"
+            cpu_s = process_cpu_reader(child.pid)
+            ticks = sum(psutil.Process(child.pid).cpu_times()[:2])
+            reading = cpu_s()
+            assert reading >= 0.3
+            assert abs(reading - ticks) <= 0.02  # within a tick each way
+            assert cpu_s() == reading  # the child is blocked on its stdin: its clock stands still
+        finally:
+            child.kill()
