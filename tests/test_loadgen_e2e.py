@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,7 @@ def run_loadgen(
     ramp_up_s: float = 0.1,
     args: tuple[str, ...] = (),
     on_start: Any = None,
+    preexec: Callable[[], None] | None = None,
 ) -> Run:
     config = tmp_path / "e2e.toml"
     config.write_text(
@@ -102,6 +105,7 @@ def run_loadgen(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=preexec,
     )
     if on_start is not None:
         on_start(proc)
@@ -351,6 +355,39 @@ def test_ctrl_c_leaves_no_half_written_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_client_worker_out_of_descriptors_is_named_by_stopped_by(tmp_path: Path) -> None:
+    """A real EMFILE: the load generator runs with RLIMIT_NOFILE lowered to 160 (soft and hard: its server and
+    worker inherit it and cannot raise it). 100 WebSocket clients need two descriptors each in their worker, the
+    server one each: the worker runs out first, its connects fail with EMFILE, and the cell's stopped_by says so."""
+    nofile = 160
+
+    def low_nofile() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    run = run_loadgen(
+        tmp_path,
+        """
+        [matrix]
+        transport = ["ws"]
+        """,
+        clients=100,
+        rate_hz=10,
+        duration_s=0.5,
+        warmup_s=0.2,
+        preexec=low_nofile,
+    )
+    assert run.rc == 0, run.stderr
+    row = run.row(transport="ws")
+    prefix = f"client fd limit: RLIMIT_NOFILE {nofile} per worker, two per connection ("
+    assert str(row.stopped_by).startswith(prefix), row.stopped_by
+    assert "server fd limit" not in row.stopped_by
+    meta = run.cell_meta(row.cell_id)
+    failed = meta["limit_errors"]["fd"]
+    assert failed > 0 and prefix + f"{failed:,} connects failed with EMFILE)" == row.stopped_by
+    assert row.errors_connect == failed and "Too many open files" in meta["error_samples"][0]
+    assert row.connections_peak < 100 and row.messages_lost > 0  # the clients without a descriptor got nothing
+
+
 def test_many_clients_on_two_workers_lose_nothing(tmp_path: Path) -> None:
     """300 clients split over two worker processes, every transport: every event to every client, once."""
     run = run_loadgen(
