@@ -132,6 +132,47 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+NS_PER_MS = 1_000_000
+
+
+class SendWheel:
+    """Callbacks due at wall-clock times (a client's next short poll), grouped by millisecond: one loop timer
+    per millisecond that has something due, however many clients are due in it, so one wake of the loop
+    serves them all. Like ``ClientContext.sleep_until`` it never calls early: a callback due at ``t`` is called
+    from the first wake after the millisecond holding ``t`` has ended on the wall clock (uvloop's timers are
+    whole milliseconds of a coarse clock anyway), a timer that fires early waits again.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._slots: dict[int, list[Callable[[], None]]] = {}
+
+    def add(self, due_ns: int, call: Callable[[], None]) -> None:
+        """Call ``call()`` once the wall clock has reached ``due_ns``."""
+        ms = -(-due_ns // NS_PER_MS)
+        slot = self._slots.get(ms)
+        if slot is None:
+            self._slots[ms] = [call]
+            self._arm(ms)
+        else:
+            slot.append(call)
+
+    def _arm(self, ms: int) -> None:
+        loop = self._loop
+        delay_s = (ms * NS_PER_MS - time.time_ns()) / NS_PER_S
+        if delay_s <= 0:
+            loop.call_soon(self._fire, ms)
+        else:  # whole milliseconds of the loop's own clock, as sleep_until sleeps
+            loop.call_later(max(1, round((delay_s + time.monotonic() - loop.time()) * 1000)) / 1000, self._fire, ms)
+
+    def _fire(self, ms: int) -> None:
+        if time.time_ns() < ms * NS_PER_MS:
+            self._arm(ms)
+            return
+        for call in self._slots.pop(ms):
+            call()
+
+
 @dataclass
 class ClientContext:
     plan: Plan
@@ -150,6 +191,14 @@ class ClientContext:
     h1_fallback: bool = False
     _ssl: dict[tuple[str, ...], ssl.SSLContext] = field(default_factory=dict)
     _gets: dict[str, EncodedGet] = field(default_factory=dict)
+    _wheel: SendWheel | None = None
+
+    @property
+    def wheel(self) -> SendWheel:
+        """The worker's ``SendWheel`` (made on first use, in the running loop)."""
+        if self._wheel is None:
+            self._wheel = SendWheel(asyncio.get_running_loop())
+        return self._wheel
 
     def encoded_get(self, path: str) -> EncodedGet:
         """The bytes of ``GET path?after=N`` with the cell's header profile, encoded once per worker."""
@@ -290,18 +339,26 @@ class ClientContext:
                 conn.abort()
 
     async def exchange_retrying(
-        self, client: ClientState, conn: Connection, exchange: Callable[[Connection], Awaitable[bool]]
+        self,
+        client: ClientState,
+        conn: Connection,
+        exchange: Callable[[Connection], Awaitable[bool]],
+        first: Callable[[Connection], Awaitable[bool]] | None = None,
     ) -> Connection | None:
         """One HTTP request/response ``exchange`` on ``conn`` (it returns the response's keep-alive), once more
         on a new connection if the server had closed the kept-alive one; the connection to keep using, or None
-        when the server said it closes."""
+        when the server said it closes. ``first`` replaces the first attempt (one already under way)."""
         try:
-            keep = await exchange(conn)
+            keep = await (first or exchange)(conn)
         except ConnectionReused:
             self.requests_retried += 1
             conn.abort()
             conn = await self.connect(client)
-            keep = await exchange(conn)
+            try:
+                keep = await exchange(conn)
+            except BaseException:  # the caller aborts the connection it gave, not this one
+                conn.abort()
+                raise
         if keep:
             return conn
         await conn.wait_eof(0.5)

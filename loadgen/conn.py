@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import socket
 import ssl
@@ -212,6 +213,9 @@ class _Receiver(asyncio.Protocol):
     ``data_received`` chunk goes straight to it, it consumes every whole message there is and returns how many
     bytes it consumed; the rest waits in the buffer for the next chunk. No task switch, no timer, no await per
     message. TLS changes nothing here: the transport hands over plaintext either way.
+
+    A sink that reads one message (an HTTP response) and is done uninstalls itself and sets ``finished``, called
+    once the chunk's bytes are accounted for; ``on_end`` is told when the stream ends or the sink fails first.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -227,6 +231,8 @@ class _Receiver(asyncio.Protocol):
         self.read_paused = False
         self.sink: Sink | None = None
         self.sink_done: asyncio.Future[None] | None = None
+        self.on_end: Callable[[ClientError], None] | None = None  # the sink's stream ended or the sink failed
+        self.finished: Callable[[], None] | None = None  # set by a sink that read its whole message
         self.consumed = 0  # bytes of the received stream consumed (by reads or the sink)
         self.received = 0  # bytes the transport handed over (plaintext over TLS)
         self.over_ssl = False
@@ -259,8 +265,14 @@ class _Receiver(asyncio.Protocol):
             self.consumed += n
         except ClientError as exc:
             self._end_sink(exc)
+            return
         except Exception as exc:  # a message the sink cannot make sense of (bad JSON, bad deflate stream, ...)
             self._end_sink(ClientError(ErrorKind.PROTOCOL, f"{type(exc).__name__}: {exc}"))
+            return
+        finished = self.finished
+        if finished is not None:
+            self.finished = None
+            finished()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -300,6 +312,29 @@ class _Receiver(asyncio.Protocol):
         if done is not None and not done.done():
             self.sink = None
             done.set_exception(exc)
+        on_end = self.on_end
+        if on_end is not None:
+            self.sink = self.on_end = None
+            on_end(exc)
+
+    def feed_buffered(self, ended: Callable[[], ClientError]) -> None:
+        """Hand the installed sink what was buffered before it was installed, as ``data_received`` would; if the
+        stream has already ended, tell ``on_end`` (with ``ended()``) unless the sink finished its message."""
+        sink = self.sink
+        if sink is None:
+            return
+        try:
+            if self.buffer:
+                self.discard(sink(self.buffer, self.consumed))
+        except ClientError as exc:
+            self._end_sink(exc)
+            return
+        finished = self.finished
+        if finished is not None:
+            self.finished = None
+            finished()
+        elif self.eof and self.sink is sink:
+            self._end_sink(ended())
 
     def take(self, n: int) -> bytes:
         data = bytes(self.buffer[:n])
@@ -358,7 +393,16 @@ class Connection:
         ssl_object = transport.get_extra_info("ssl_object")
         self.tls = ssl_object is not None
         self.alpn = (ssl_object.selected_alpn_protocol() or "") if ssl_object is not None else ""
-        self._parser: ResponseParser | None = None  # the response being read (``read_response``)
+        # The HTTP/1.1 exchange in flight (``send_request``): its response parser, whom to tell when it ends,
+        # how it failed, where its response starts in the received stream, when it was sent, its deadline.
+        self._parser: ResponseParser | None = None
+        self._on_done: Callable[[], None] | None = None  # set while the exchange is in flight
+        self._failure: ClientError | None = None
+        self._failed_after_s = 0.0
+        self._head_at = 0
+        self._sent_at = 0.0
+        self._deadline = 0.0  # time.monotonic(); 0: not armed yet (the request is still being sent)
+        self._timer: asyncio.TimerHandle | None = None  # one per connection, re-armed only when it fires early
         self.h2_down: H2Tally | None = None  # set by an HTTP/2 session on this connection
         self.h2_up: H2Tally | None = None
         self._start: _Mark | None = None
@@ -523,6 +567,9 @@ class Connection:
         returns only by raising: the ClientError that ended it.
         """
         rx = self._rx
+        if self._timer is not None:  # a stream makes no more exchanges: their timeout is not needed
+            self._timer.cancel()
+            self._timer = None
         rx.sink_done = done = rx.loop.create_future()
         try:
             if rx.buffer:
@@ -578,55 +625,101 @@ class Connection:
 
         A kept-alive connection the server closed just as the request went out raises ``ConnectionReused``.
         """
+        self.send_request(data, _nothing, payload_spans)
+        return await self.finish_exchange()
+
+    def send_request(
+        self, data: bytes, on_done: Callable[[], None], payload_spans: Sequence[tuple[int, int]] = ()
+    ) -> None:
+        """Send one encoded request and read its response by callbacks, parsed by a ``ResponseParser`` sink as
+        its bytes arrive: ``on_done()`` is called once, from the event loop, when the response is complete or
+        the exchange failed (the connection's timeout, the stream's end, a malformed response); then
+        ``take_response`` returns the one or raises the other. One exchange at a time; raises ClientError if
+        the connection is already closed. No task switch, and one timer per connection rather than per request.
+        """
         self.write(data, payload_spans)
         rx = self._rx
-        if rx.write_paused:
-            await self.drain()
-        head_at, sent_at = rx.consumed, time.monotonic()
-        try:
-            response = await self.read_response()
-        except ClientError as exc:
+        self._head_at = rx.consumed
+        self._sent_at = time.monotonic()
+        self._on_done = on_done
+        self._failure = None
+        self._parser = ResponseParser()
+        self._deadline = 0.0
+        if not rx.write_paused:  # else the timeout starts once it is sent (``finish_exchange``), as it always did
+            self._arm_deadline()
+        rx.sink = self._feed_response
+        rx.on_end = self._fail
+        if rx.buffer or rx.eof:  # bytes that came before the request, or a connection already closed: rare
+            rx.loop.call_soon(rx.feed_buffered, self._ended_response)
+
+    async def finish_exchange(self) -> Response:
+        """Wait for the exchange ``send_request`` started (after sending what is still queued) and take its
+        response; whoever started it, the rest is done here."""
+        rx = self._rx
+        if self._on_done is not None:
+            try:
+                if not self._deadline:
+                    if rx.write_paused:
+                        await self.drain()
+                    self._arm_deadline()
+                if self._on_done is not None:
+                    waiter = rx.loop.create_future()
+                    self._on_done = functools.partial(_resolve, waiter)
+                    await waiter
+            finally:
+                self.cancel_exchange()  # still in flight only when this task is cancelled or the send failed
+        return self.take_response()
+
+    def take_response(self) -> Response:
+        """The response of the exchange that ended (``on_done``), or its error: ``ConnectionReused`` when a
+        kept-alive connection failed before any of the response came, at once after the request went out."""
+        exc = self._failure
+        if exc is not None:
+            self._failure = None
             if (
                 self.responses
                 and exc.kind is ErrorKind.DISCONNECT
-                and rx.consumed == head_at
-                and time.monotonic() - sent_at < REUSE_RACE_S
+                and self._rx.consumed == self._head_at
+                and self._failed_after_s < REUSE_RACE_S
             ):
                 raise ConnectionReused() from exc
-            raise
-        self.responses += 1
-        return response
-
-    async def read_response(self) -> Response:
-        """One whole response, parsed by a ``ResponseParser`` sink as its bytes arrive.
-
-        No task switch per read and one timer (the connection's timeout) for the whole response, instead of
-        a wait and a timeout context for the head and again for the body.
-        """
-        rx = self._rx
-        parser = ResponseParser()
-        if rx.buffer:  # bytes that came before the sink could be installed
-            rx.discard(parser.feed(rx.buffer, rx.consumed))
-        if parser.response is not None:
-            return parser.response
-        if rx.eof:
-            raise self._ended("response")
-        rx.sink_done = done = rx.loop.create_future()
-        timer = None
-        if self.timeout_s is not None:
-            timer = rx.loop.call_later(self.timeout_s, _time_out, done, f"no response within {self.timeout_s}s")
-        self._parser = parser
-        rx.sink = self._feed_response
-        try:
-            await done
-        finally:
-            rx.sink = None
-            rx.sink_done = None
-            self._parser = None
-            if timer is not None:
-                timer.cancel()
-        assert parser.response is not None
+            raise exc
+        parser = self._parser
+        assert parser is not None and parser.response is not None, "take_response before the exchange ended"
         return parser.response
+
+    def completed_response(self) -> Response | None:
+        """The response of the exchange that has just ended, None if it failed (``take_response`` raises it)."""
+        parser = self._parser
+        return parser.response if parser is not None and self._failure is None else None
+
+    def cancel_exchange(self) -> None:
+        """Forget the exchange in flight, if any (its waiter was cancelled, or the connection is closing)."""
+        if self._on_done is not None:
+            self._on_done = None
+            rx = self._rx
+            rx.sink = rx.on_end = rx.finished = None
+
+    def _arm_deadline(self) -> None:
+        timeout_s = self.timeout_s
+        if timeout_s is None:
+            self._deadline = float("inf")
+            return
+        self._deadline = time.monotonic() + timeout_s
+        if self._timer is None:
+            self._timer = self._rx.loop.call_later(timeout_s, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._on_done is None or self.closed or not self._deadline:
+            return  # nothing in flight (the next request arms it again), or still being sent
+        left_s = self._deadline - time.monotonic()
+        if left_s > 0:  # armed for an earlier request, or a timer firing early: wait the rest
+            self._timer = self._rx.loop.call_later(left_s, self._check_deadline)
+            return
+        rx = self._rx
+        rx.sink = rx.on_end = None
+        self._fail(ClientError(ErrorKind.TIMEOUT, f"no response within {self.timeout_s}s"))
 
     def _feed_response(self, data: bytes | bytearray, offset: int) -> int:
         parser = self._parser
@@ -634,11 +727,25 @@ class Connection:
         n = parser.feed(data, offset)
         if parser.response is not None:
             rx = self._rx
-            rx.sink = None  # anything after the response waits in the buffer
-            done = rx.sink_done
-            if done is not None and not done.done():
-                done.set_result(None)
+            rx.sink = rx.on_end = None  # anything after the response waits in the buffer
+            rx.finished = self._complete
         return n
+
+    def _complete(self) -> None:
+        on_done = self._on_done
+        if on_done is not None:
+            self._on_done = None
+            if self._failure is None:
+                self.responses += 1
+            on_done()
+
+    def _fail(self, exc: ClientError) -> None:
+        self._failure = exc
+        self._failed_after_s = time.monotonic() - self._sent_at
+        self._complete()
+
+    def _ended_response(self) -> ClientError:
+        return self._ended("response")
 
     async def read_head(self) -> tuple[int, dict[str, str]]:
         """Status line and header lines of a response."""
@@ -678,6 +785,16 @@ class Connection:
         """The server has closed its side (its FIN arrived): the connection cannot carry another request."""
         return self._rx.eof or self._peer_closed()
 
+    def reusable(self) -> bool:
+        """Open on both sides: the next request may go out on it. What ``ClientContext.reuse_or_connect`` checks
+        first (a reset or a server's FIN make it False; that method then says which it was)."""
+        return not self.peer_closed() and not self.transport.is_closing()
+
+    @property
+    def write_paused(self) -> bool:
+        """More is queued to send than the transport's high-water mark (``drain`` waits until it is not)."""
+        return self._rx.write_paused
+
     def reset_while_idle(self) -> bool:
         """The connection was reset (not closed) while no request was in flight: a fault, not keep-alive expiry."""
         return isinstance(self._rx.exc, ConnectionError)
@@ -690,6 +807,10 @@ class Connection:
 
     def _finish(self, mark: _Mark | None, abort: bool = False) -> None:
         self.closed = True
+        self.cancel_exchange()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         book = self.book
         if book.phase is Phase.IN:
             self.mark_end(mark)
@@ -790,9 +911,13 @@ def parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
-def _time_out(done: asyncio.Future[None], message: str) -> None:
-    if not done.done():
-        done.set_exception(ClientError(ErrorKind.TIMEOUT, message))
+def _nothing() -> None:
+    pass
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _State(Enum):
