@@ -43,7 +43,8 @@ from pushbench.units import NS_PER_S
 SETTINGS_TIMEOUT_S = 10.0
 _WS_H1_ONLY = frozenset({"sec-websocket-key"})  # RFC 8441 §5: no key/accept over HTTP/2; the stream is the tunnel
 
-Segment = tuple[int, bytes]  # (plaintext stream offset of the first byte, bytes)
+# (plaintext stream offset of the first byte, bytes, wall clock when the session's reader read them)
+Segment = tuple[int, bytes, int]
 
 
 class H2Stream:
@@ -148,6 +149,9 @@ class H2Session:
                 offset, data = await self.conn.read_some("HTTP/2 frames")
                 if not data:
                     raise ClientError(ErrorKind.DISCONNECT, "the server closed the HTTP/2 connection")
+                # Every DATA frame of this read is stamped now, as HTTP/1.1 streams stamp each data_received chunk:
+                # an SSE event or WebSocket message is timed when its bytes are parsed, not when its task wakes.
+                received_ns = time.time_ns()
                 ledger = self.conn.ledger
                 for frame in self._down.feed(offset, data):
                     self.down_tally.add(frame, ledger.down_start, _hi(ledger.down_end))
@@ -156,7 +160,7 @@ class H2Session:
                         at, length = frame.content()
                         skip = at - frame.offset - FRAME_HEADER_BYTES
                         if length:
-                            stream._data.put_nowait((at, frame.payload[skip : skip + length]))
+                            stream._data.put_nowait((at, frame.payload[skip : skip + length], received_ns))
                 try:
                     events = self.h2.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
@@ -254,7 +258,7 @@ async def _fetch(ctx: ClientContext, client: ClientState, session: H2Session, pa
     status = await _timed(stream.response(), ctx.plan.request_timeout_s, f"response to GET {target}")
     segments = await _timed(stream.body(), ctx.plan.request_timeout_s, f"body of GET {target}")
     received_ns = stream.ended_ns or time.time_ns()  # when the reader saw END_STREAM, not after two task wakes
-    body = b"".join(data for _, data in segments)
+    body = b"".join(data for _, data, _ in segments)
     if status == 410:
         ctx.stale_resumes += 1
         ctx.count_error(ClientError(ErrorKind.HTTP_STATUS, f"410 Gone for {target}"))
@@ -263,7 +267,7 @@ async def _fetch(ctx: ClientContext, client: ClientState, session: H2Session, pa
         raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for GET {target}")
     else:
         cursor, events = parse_poll_body(body)
-        layout = [(offset, len(data)) for offset, data in segments]
+        layout = [(offset, len(data)) for offset, data, _ in segments]
         for seq, ts, start, length in events:
             for offset, n in body_spans(layout, start, length):
                 session.conn.add_down_payload(offset, n)
@@ -339,7 +343,7 @@ async def _sse(ctx: ClientContext, client: ClientState, session: H2Session) -> N
     status = await _timed(stream.response(), ctx.plan.request_timeout_s, f"response to GET {path}")
     if status == 410:
         ctx.stale_resumes += 1
-        body = b"".join(d for _, d in await stream.body())
+        body = b"".join(d for _, d, _ in await stream.body())
         client.cursor = stale_resume_point(body)
         raise ClientError(ErrorKind.HTTP_STATUS, f"410 Gone for {path} (resume point left the history)")
     if status != 200:
@@ -349,8 +353,7 @@ async def _sse(ctx: ClientContext, client: ClientState, session: H2Session) -> N
 
     parser = SseParser()
     while (segment := await stream.next_data()) is not None:
-        offset, data = segment
-        received_ns = time.time_ns()
+        offset, data, received_ns = segment  # when the session's reader read the DATA that ends these events
         for event in parser.feed(data, offset):
             seq, ts = event_fields(event.data)
             session.conn.add_down_payload(event.data_offset, len(event.data))
@@ -415,7 +418,7 @@ async def _websocket(ctx: ClientContext, client: ClientState, session: H2Session
     status = await _timed(stream.response(), ctx.plan.request_timeout_s, f"response to CONNECT {target}")
     if status == 410:
         ctx.stale_resumes += 1
-        client.cursor = stale_resume_point(b"".join(d for _, d in await stream.body()))
+        client.cursor = stale_resume_point(b"".join(d for _, d, _ in await stream.body()))
         raise ClientError(ErrorKind.HTTP_STATUS, f"410 Gone for {target} (resume point left the history)")
     if status != 200:
         raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for the extended CONNECT on {target}")
@@ -431,8 +434,8 @@ async def _websocket(ctx: ClientContext, client: ClientState, session: H2Session
     async def receive() -> None:
         reader = WsFrameReader()
         while (segment := await stream.next_data()) is not None:
-            received_ns = time.time_ns()
-            for head, offset, payload in reader.feed(*segment):
+            at, data, received_ns = segment  # when the session's reader read the DATA that ends these frames
+            for head, offset, payload in reader.feed(at, data):
                 if head.opcode == ws1.OP_TEXT:
                     message = inflater.decompress(payload + ws1.DEFLATE_TAIL) if head.rsv1 and inflater else payload
                     seq, ts = event_fields(message)
@@ -514,13 +517,13 @@ async def _post_echo(ctx: ClientContext, client: ClientState, session: H2Session
     stream = await session.request(_request_headers(ctx, "POST", "/echo", h1), body)
     status = await _timed(stream.response(), ctx.plan.request_timeout_s, "response to POST /echo")
     segments = await _timed(stream.body(), ctx.plan.request_timeout_s, "body of POST /echo")
-    received_ns = time.time_ns()
+    received_ns = stream.ended_ns or time.time_ns()  # when the reader saw END_STREAM, as polls are stamped
     if status != 200:
         raise ClientError(ErrorKind.HTTP_STATUS, f"{status} for POST /echo")
-    reply = b"".join(d for _, d in segments)
+    reply = b"".join(d for _, d, _ in segments)
     if reply != body:
         raise ClientError(ErrorKind.PROTOCOL, f"echo of message {seq} differs from what was sent")
-    for offset, data in segments:
+    for offset, data, _ in segments:
         session.conn.add_down_payload(offset, len(data))
     got_seq, got_ts = event_fields(reply)
     ctx.deliver(client, got_seq, got_ts, received_ns)

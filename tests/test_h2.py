@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def test_h2_request_costs_frame_header_hpack_block_and_one_record(h2_proxy: tupl
             before = read_tcp_info(conn._sock).bytes_acked
             stream = await session.request(headers)
             assert await stream.response() == 200
-            body = b"".join(d for _, d in await stream.body())
+            body = b"".join(d for _, d, _ in await stream.body())
             await asyncio.sleep(0.01)  # the request's ACK (already in: the response acknowledged it)
             kernel.append(read_tcp_info(conn._sock).bytes_acked - before)
             expected.append(9 + len(encoder.encode(headers)) + TLS13_RECORD_OVERHEAD_BYTES)
@@ -147,3 +148,39 @@ def test_sslkeylogfile_gets_the_session_secrets(
     assert asyncio.run(main()) == "h2"
     text = keylog.read_text()
     assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in text and "SERVER_TRAFFIC_SECRET_0" in text
+
+
+def test_stream_data_is_stamped_when_the_session_reads_it_not_when_its_consumer_wakes(
+    h2_proxy: tuple[ProxyProcess, Path],
+) -> None:
+    """SSE over HTTP/2: the session's reader stamps every DATA segment as it reads it (as HTTP/1.1 streams stamp
+    each ``data_received`` chunk), so an event is timed when its bytes were parsed. A consumer 100 ms late (events
+    every 20 ms) still gets the read times: the three segments after the first were read about 80, 60 and 40 ms before it woke."""
+    proxy, ca = h2_proxy
+
+    async def main() -> tuple[int, list[tuple[int, bytes, int]]]:
+        conn = await Connection.open(
+            WindowBook(), 0, 1, proxy.host, proxy.port, timeout(10), client_context(STACKS["h2-tls"], ca)
+        )
+        session = H2Session(conn)
+        try:
+            await session.start(timeout(10))
+            headers = [("Host", f"{proxy.host}:{proxy.port}"), ("Accept", "text/event-stream")]
+            stream = await session.request(h2_request_headers("GET", "https", "/sse", headers))
+            assert await stream.response() == 200
+            await stream.next_data()  # the stream flows
+            await asyncio.sleep(0.1)  # the consumer is busy; the session's reader goes on reading
+            woke_ns = time.time_ns()
+            segments = []
+            for _ in range(3):
+                segment = await stream.next_data()
+                assert segment is not None
+                segments.append(segment)
+            return woke_ns, segments
+        finally:
+            session.abort()
+
+    woke_ns, segments = asyncio.run(main())
+    for _, data, read_ns in segments:
+        assert b"data: " in data
+        assert woke_ns - read_ns >= 20_000_000  # stamped by the reader, tens of ms before the consumer woke
