@@ -10,6 +10,7 @@ from servers.feed import Event, FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, make_room
 from servers.poll import route_name
 from servers.state import check_future_cursor, events_after, json_error, parse_cursor, state
+from servers.timeouts import stream_owns_connection
 
 HEARTBEAT = b": keep-alive\n\n"
 
@@ -45,6 +46,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     events_after(request, after)  # refuse a stale resume point before the stream starts
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
+    stream_owns_connection(request)
     heartbeat = st.config.server.sse_heartbeat_s or None
     send_buffer_bytes = st.config.server.send_buffer_bytes
     transport = request.transport

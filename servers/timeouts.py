@@ -201,3 +201,15 @@ class HeadTimeoutHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._pb_cancel()
         super().connection_lost(exc)
+
+
+def stream_owns_connection(request: web.BaseRequest) -> None:
+    """A stream (a WebSocket, an SSE response) holds its connection from here on: drop the pending head timer at once.
+
+    The lazy timer would otherwise fire once, ``request_header_timeout_s`` after the connection was made, and find
+    nothing to do: one empty callback per stream, 10,000 of them inside a 10,000-client window that starts about that
+    long after the clients connected. If the connection ever waits for another head, the clocks arm a new timer.
+    """
+    handler = request.protocol
+    if isinstance(handler, HeadTimeoutHandler):
+        handler._pb_cancel()

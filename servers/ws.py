@@ -19,6 +19,7 @@ from servers.feed import Event, FeedClosed, StaleCursor
 from servers.limits import SlowClient, bound_send_buffer, drop, is_valid_close_code, make_room
 from servers.poll import route_name
 from servers.state import check_future_cursor, events_after, parse_cursor, state
+from servers.timeouts import stream_owns_connection
 
 MAX_FRAME_HEADER_BYTES = ws_frame_header_bytes(1 << 16, masked=False)  # the longest server frame header: 10 bytes
 SOCKETS = web.AppKey("websockets", set)  # the open WebSocketResponses, closed with 1001 on shutdown
@@ -147,6 +148,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         autoclose=False,
     )
     await ws.prepare(request)
+    stream_owns_connection(request)
     bound_send_buffer(request.transport, cfg.send_buffer_bytes)
     request.app[SOCKETS].add(ws)
     pusher = None if echo_only or after is None else asyncio.create_task(_push(ws, request, after))

@@ -34,6 +34,7 @@ class RunningServer:
     host: str
     port: int
     app: web.Application
+    runner: web.AppRunner | None = None
 
     @property
     def state(self) -> ServerState:
@@ -52,7 +53,7 @@ async def running_server(*overrides: str) -> AsyncIterator[RunningServer]:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, app)
+        yield RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, app, runner)
     finally:
         await runner.cleanup()
 

@@ -368,3 +368,24 @@ def test_kept_alive_clocks_follow_each_response_and_a_head_due_before_the_idle_d
             assert srv.state.stats.rejected == {REQUEST_TIMEOUT: 1}, srv.state.stats.rejected
 
     run(body())
+
+
+def test_a_stream_holds_no_head_timer_once_it_owns_its_connection() -> None:
+    """A WebSocket or SSE connection drops its pending head timer (``stream_owns_connection``): otherwise each one
+    runs an empty timer callback ``request_header_timeout_s`` after it connected (10,000 of them at 10,000 clients)."""
+
+    async def body() -> None:
+        async with (
+            running_server("feed.rate_hz=10") as srv,
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{srv.url}/ws") as ws,
+            session.get(f"{srv.url}/sse") as sse,
+        ):
+            await asyncio.wait_for(ws.receive(), timeout(2))
+            await asyncio.wait_for(sse.content.readline(), timeout(2))
+            assert srv.runner is not None and srv.runner.server is not None
+            handlers = srv.runner.server.connections
+            assert len(handlers) == 2
+            assert all(h._pb_timer is None for h in handlers)  # type: ignore[attr-defined]
+
+    run(body())
