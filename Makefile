@@ -118,6 +118,8 @@ $(PEERS):
 
 bench-client: $(STAMP) $(PEERS)
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	@command -v h2load >/dev/null || apt-get install -y nghttp2-client \
+		|| (apt-get update && apt-get install -y nghttp2-client)
 	$(PY) -m loadgen.selfcheck
 
 lint: $(STAMP)

@@ -16,8 +16,13 @@ quotient, the same rule for every client, so the ratios printed at the end compa
   received (loss and duplicates) and appends the latency to an array (the HDR histogram is filled from that
   array in one numpy pass when read, after the window). It runs as in a cell: one worker, uvloop, the
   event-loop lag probe;
-- polling: pushbench's short-poll client vs ``autocannon`` (npm) at the same fixed request rate and ``wrk``
-  (Debian; closed loop, as fast as the server answers), all on ``GET /poll``.
+- polling: pushbench's short-poll client vs ``autocannon`` (npm) and ``h2load`` (Debian ``nghttp2-client``, over
+  HTTP/1.1) at the same fixed request rate, and ``wrk`` (Debian; closed loop, as fast as the server answers), all
+  on ``GET /poll``. They pace differently: pushbench sends each client's polls on its own schedule, one every
+  ``1 / polls_per_s`` (a loop timer per millisecond that has sends due); ``h2load --rps`` likewise sends each
+  client's requests from a timer every ``1 / rps`` (nghttp2's ``rps_cb``); ``autocannon -R`` sends each
+  connection's share of the second's requests back to back as answers come (``reqsMadeThisSecond``), then waits
+  for the next second, so most of its requests need no wake-up of their own.
 
 The machine's noise is of the order of the differences measured, so the whole set is measured ``--rounds`` times
 (default 3), every client once per round, in the opposite order every other round (no client always runs first
@@ -275,6 +280,8 @@ def missing_peers() -> list[str]:
             missing.append(f"{package} (npm install --prefix .peers {package})")
     if shutil.which("wrk") is None:
         missing.append("wrk (apt-get install wrk)")
+    if shutil.which("h2load") is None:
+        missing.append("h2load (apt-get install nghttp2-client)")
     return missing
 
 
@@ -321,6 +328,10 @@ def poll_samples(args: argparse.Namespace, missing: list[str], reverse: bool = F
             autocannon = str(PEERS_DIR / "autocannon" / "autocannon.js")
             argv = ["node", autocannon, "-c", str(n), "-R", str(rate), "-d", str(int(seconds)), url]
             runs.append((f"autocannon -R {rate}", argv, node_env()))
+        if shutil.which("h2load"):
+            rps = f"{args.polls_per_s:g}"  # per client, on a timer
+            argv = ["h2load", "--h1", "-c", str(n), "--rps", rps, "-D", str(int(seconds)), url]
+            runs.append((f"h2load --rps {rps}", argv, None))
         if shutil.which("wrk"):
             runs.append(("wrk (closed loop)", ["wrk", "-t1", f"-c{n}", f"-d{int(seconds)}s", url], None))
         samples = []
