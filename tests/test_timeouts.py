@@ -389,3 +389,22 @@ def test_a_stream_holds_no_head_timer_once_it_owns_its_connection() -> None:
             assert all(h._pb_timer is None for h in handlers)  # type: ignore[attr-defined]
 
     run(body())
+
+
+def test_a_kept_alive_connection_holds_no_timer_for_its_first_head_once_that_head_is_in() -> None:
+    """The timer set when a connection opens (its first head due ``request_header_timeout_s`` later) is dropped once
+    that head is complete: the connection's next timer is for its idle deadline after the response, so polling
+    clients do not each run a timer callback ``request_header_timeout_s`` after they connected."""
+
+    async def body() -> None:
+        async with running_server("feed.rate_hz=10") as srv:  # defaults: head 10 s, idle 75 s
+            reader, writer = await asyncio.open_connection(srv.host, srv.port)
+            await poll_once(reader, writer, srv.host, srv.port)
+            assert srv.runner is not None and srv.runner.server is not None
+            (handler,) = srv.runner.server.connections
+            now = asyncio.get_running_loop().time()
+            writer.close()
+            assert handler._pb_timer is not None  # type: ignore[attr-defined]
+            assert handler._pb_timer_at > now + 70, handler._pb_timer_at - now  # type: ignore[attr-defined]
+
+    run(body())
