@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from loadgen.h2frames import H2Tally
 from loadgen.headers import header_block
@@ -920,6 +920,48 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+class Head(NamedTuple):
+    """A response head as ``ResponseParser`` uses it (``headers`` is shared between equal heads: read only)."""
+
+    status: int
+    headers: dict[str, str]
+    keep_alive: bool
+    chunked: bool
+    length: int | None  # Content-Length, None when absent
+
+
+_HEADS: dict[bytes, Head] = {}
+HEAD_CACHE_SIZE = 256
+
+
+def read_head(raw: bytes) -> Head:
+    """``parse_head`` and what the parser needs from the headers, remembered by the head's exact bytes: a
+    server's answers repeat the same head (the same Date for a second, the same Content-Length for the same
+    size), so most are one dictionary lookup. Raises ClientError as ``parse_head`` does, and for a
+    Content-Length that is not a number."""
+    head = _HEADS.get(raw)
+    if head is not None:
+        return head
+    status, headers = parse_head(raw)
+    length = None
+    if "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise ClientError(ErrorKind.PROTOCOL, "Content-Length is not a number") from None
+    head = Head(
+        status,
+        headers,
+        headers.get("connection", "").lower() != "close",
+        "chunked" in headers.get("transfer-encoding", "").lower(),
+        length,
+    )
+    if len(_HEADS) >= HEAD_CACHE_SIZE:
+        _HEADS.clear()
+    _HEADS[raw] = head
+    return head
+
+
 class _State(Enum):
     HEAD = 0
     BODY = 1  # Content-Length
@@ -960,16 +1002,12 @@ class ResponseParser:
                     raise ClientError(ErrorKind.PROTOCOL, "response headers too long")
                 return 0
             pos = end + 4
-            self._status, headers = parse_head(bytes(data[:pos]))
-            self._headers = headers
-            self._keep_alive = headers.get("connection", "").lower() != "close"
-            if "chunked" in headers.get("transfer-encoding", "").lower():
+            head = read_head(bytes(data[:pos]))
+            self._status, self._headers, self._keep_alive = head.status, head.headers, head.keep_alive
+            if head.chunked:
                 state = _State.CHUNK_SIZE
-            elif "content-length" in headers:
-                try:
-                    self._remaining = int(headers["content-length"])
-                except ValueError:
-                    raise ClientError(ErrorKind.PROTOCOL, "Content-Length is not a number") from None
+            elif head.length is not None:
+                self._remaining = head.length
                 self._body_offset = offset + pos
                 if self._remaining == 0:
                     self._finish(b"")

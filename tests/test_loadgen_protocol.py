@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from loadgen.client import event_fields
-from loadgen.conn import ClientError, EncodedGet, ErrorKind, ResponseParser, parse_head
+from loadgen.conn import ClientError, EncodedGet, ErrorKind, Head, ResponseParser, parse_head, read_head
 from loadgen.headers import (
     ProfileError,
     cookie_value,
@@ -130,6 +130,21 @@ def test_parse_head() -> None:
     assert status == 200 and headers == {"content-length": "5", "x-a": "1, 2"}
     with pytest.raises(ClientError, match="protocol"):
         parse_head(b"garbage\r\n\r\n")
+
+
+def test_read_head_remembers_equal_heads_by_their_bytes() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\nConnection: close\r\n\r\n"
+    head = read_head(raw)
+    assert head == Head(200, {"content-length": "24", "connection": "close"}, False, False, 24)
+    assert read_head(bytes(bytearray(raw))) is head  # an equal head: no second parse
+    other = read_head(raw.replace(b"24", b"25"))
+    assert other is not head and other.length == 25
+    assert read_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") == Head(
+        200, {"transfer-encoding": "chunked"}, True, True, None
+    )
+    for _ in range(2):  # an error is raised each time, never remembered
+        with pytest.raises(ClientError, match="Content-Length is not a number"):
+            read_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
 
 
 def feed_in_pieces(stream: bytes, piece: int, at: int = 1000) -> tuple[ResponseParser, int]:
