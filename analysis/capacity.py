@@ -30,7 +30,7 @@ from analysis.metrics import (
 )
 from analysis.model import Analysis
 
-# Issue 12's fan-out target for the push transports that stream (WebSocket, SSE) at 10,000 clients.
+# The fan-out target (a design goal of the suite) for the streaming push transports at 10,000 clients.
 FANOUT_TARGET_PER_CPU_S = 100_000
 FANOUT_TARGET_CLIENTS = 10_000
 
@@ -286,7 +286,7 @@ def capacities(a: Analysis) -> list[Capacity]:
 
 
 def fanout_target_applies(transport: str, clients: float, streaming: Sequence[str]) -> bool:
-    """Issue 12's target (≥ 100,000 deliveries per server CPU-second) is for WebSocket and SSE at 10,000 clients."""
+    """The fan-out target (≥ 100,000 deliveries per server CPU-second) is for WebSocket and SSE at 10,000 clients."""
     return transport in streaming and clients >= FANOUT_TARGET_CLIENTS
 
 

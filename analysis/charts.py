@@ -635,7 +635,7 @@ def reference_line(ax: Axes, y: float, label: str) -> None:
 def capacity(a: Analysis) -> Figure:
     """Left: the worst repeat's p99 against clients, with the capacity threshold; filled markers passed, hollow ones
     failed (over the threshold, lost messages, saturated or stopped). Right: the server's fan-out, deliveries per
-    server CPU-second, against clients, with issue 12's target."""
+    server CPU-second, against clients, with the fan-out target (100,000)."""
     tt = a.transports
     caps = capacities(a)
     stacks = list(dict.fromkeys(c.stack for c in caps))

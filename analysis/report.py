@@ -79,7 +79,7 @@ CAPTIONS = {
         "Left: the worst repeat's p99 latency at each client count, one line per transport; the dashed line is the "
         "threshold (a polling transport is judged against the dotted one: the threshold plus its poll interval). Filled markers passed (p99 under the threshold, nothing lost, load generator unsaturated), "
         "hollow ones failed; the number above a point is the transport's capacity. Right: the server's fan-out, "
-        "deliveries per server CPU-second (server_deliveries ÷ server_cpu_s), with issue 12's target; hollow: a lower "
+        "deliveries per server CPU-second (server_deliveries ÷ server_cpu_s), with the fan-out target (100,000); hollow: a lower "
         "bound (the server's CPU read 0 clock ticks in that window)."
     ),
 }
@@ -586,7 +586,7 @@ def sizes_html(a: Analysis, caps: list[Capacity]) -> str:
         "handed to client sockets per second of its CPU (server_deliveries ÷ server_cpu_s, both from its /stats "
         "inside the window), pooled over the size's repeats: their total deliveries ÷ their total CPU. The server's "
         "CPU is read in clock ticks, so each window's CPU is known to 2 ticks either way; the range column is where "
-        f"that leaves the figure. Issue 12's target: at least {fmt(FANOUT_TARGET_PER_CPU_S)} for {esc(names)} at "
+        f"that leaves the figure. The fan-out target: at least {fmt(FANOUT_TARGET_PER_CPU_S)} for {esc(names)} at "
         f"{fmt(FANOUT_TARGET_CLIENTS)} clients; the target column says met when all of the range is at or above it, "
         "not met when all of it is below, unknown in between.</p>"
         + table(headers, body, table_id="capacity-sizes", text_cols=(0, 1, 3, 6, 9, 10), keys=keys, wrap_cols=(6,))

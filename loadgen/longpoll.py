@@ -4,8 +4,8 @@ connection is healthy: ``loadgen.poll.CallbackPolls``)."""
 from __future__ import annotations
 
 from loadgen.client import ClientContext, ClientState
-from loadgen.conn import ClientError, Connection
-from loadgen.poll import CallbackPolls, fetch_retrying
+from loadgen.conn import Connection
+from loadgen.poll import CallbackPolls, fetch_or_recover
 
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:
@@ -15,21 +15,9 @@ async def run_feed(ctx: ClientContext, client: ClientState) -> None:
     in_flight = False  # the callbacks left an exchange on ``conn`` to complete here
     try:
         while in_flight or not ctx.stop.is_set():
-            try:
-                if in_flight:
-                    assert conn is not None
-                    conn = await fetch_retrying(ctx, client, conn, path, resume=True)
-                else:
-                    conn = await ctx.reuse_or_connect(client, conn)
-                    conn = await fetch_retrying(ctx, client, conn, path)
-            except ClientError as exc:
-                in_flight = False
-                if conn is not None:
-                    conn.abort()
-                    conn = None
-                if not await ctx.after_failure(client, exc):
-                    break
-                continue
+            conn, go_on = await fetch_or_recover(ctx, client, conn, path, in_flight)
+            if not go_on:
+                break
             in_flight = conn is not None and await CallbackPolls(ctx, client, conn, ctx.encoded_get(path), None).run()
     finally:
         if conn is not None:

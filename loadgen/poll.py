@@ -101,6 +101,24 @@ async def fetch_retrying(
     return await ctx.exchange_retrying(client, conn, again, first if resume else None)
 
 
+async def fetch_or_recover(
+    ctx: ClientContext, client: ClientState, conn: Connection | None, path: str, in_flight: bool
+) -> tuple[Connection | None, bool]:
+    """One poll or long poll by the client's coroutine: complete the exchange ``CallbackPolls`` left in flight on
+    ``conn``, or send a new request on ``conn`` reused or a new connection. A ``ClientError`` drops the
+    connection and ``ClientContext.after_failure`` decides whether to go on. (connection to keep, go on)."""
+    try:
+        if in_flight:
+            assert conn is not None
+            return await fetch_retrying(ctx, client, conn, path, resume=True), True
+        conn = await ctx.reuse_or_connect(client, conn)
+        return await fetch_retrying(ctx, client, conn, path), True
+    except ClientError as exc:
+        if conn is not None:
+            conn.abort()
+        return None, await ctx.after_failure(client, exc)
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """A short-poll client's send times: ``anchor + phase + k * interval`` (ns since the epoch)."""
@@ -216,20 +234,9 @@ async def run_feed(ctx: ClientContext, client: ClientState) -> None:
                 due = polls.due_ns
             if not in_flight and not await ctx.sleep_until(due):
                 break
-            try:
-                if in_flight:
-                    assert conn is not None
-                    conn = await fetch_retrying(ctx, client, conn, path, resume=True)
-                else:
-                    conn = await ctx.reuse_or_connect(client, conn)
-                    conn = await fetch_retrying(ctx, client, conn, path)
-            except ClientError as exc:
-                in_flight = False
-                if conn is not None:
-                    conn.abort()
-                    conn = None
-                if not await ctx.after_failure(client, exc):
-                    break
+            conn, go_on = await fetch_or_recover(ctx, client, conn, path, in_flight)
+            if not go_on:
+                break
             in_flight = False
             due = schedule.next(max(time.time_ns(), due + 1))
     finally:

@@ -326,8 +326,9 @@ def poll_samples(args: argparse.Namespace, missing: list[str], reverse: bool = F
         ]
         if not any(m.startswith(("node", "autocannon")) for m in missing):
             autocannon = str(PEERS_DIR / "autocannon" / "autocannon.js")
-            argv = ["node", autocannon, "-c", str(n), "-R", str(rate), "-d", str(int(seconds)), url]
-            runs.append((f"autocannon -R {rate}", argv, node_env()))
+            total = f"{rate:g}"  # for all connections, each sending its share of a second back to back
+            argv = ["node", autocannon, "-c", str(n), "-R", total, "-d", str(int(seconds)), url]
+            runs.append((f"autocannon -R {total}", argv, node_env()))
         if shutil.which("h2load"):
             rps = f"{args.polls_per_s:g}"  # per client, on a timer
             argv = ["h2load", "--h1", "-c", str(n), "--rps", rps, "-D", str(int(seconds)), url]
@@ -366,7 +367,9 @@ def ratios(samples: list[Sample]) -> list[tuple[str, float]]:
             continue
         for peer in samples:
             if peer.client != "pushbench" and peer.test in (test, "ws" if test == "sse" else test):
-                out.append((f"pushbench {test} / {peer.client} {peer.test}", ratio(ours[0].us_per_op, peer.us_per_op)))
+                out.append(
+                    (f"pushbench {test} / {peer.client} ({peer.test})", ratio(ours[0].us_per_op, peer.us_per_op))
+                )
     return out
 
 

@@ -34,7 +34,7 @@ def test_ratios_are_taken_within_a_round_then_the_median_over_rounds() -> None:
         sample("ws", "node ws", 0.07, 10_000, 3),
     ]
     ((name, value),) = median_ratios(samples)
-    assert name == "pushbench ws / node ws ws"
+    assert name == "pushbench ws / node ws (ws)"
     assert (round(value.median, 9), round(value.low, 9), round(value.high, 9)) == (1.0, 0.8, 1.5)
     assert value.text() == "1.00 (0.80-1.50)"
     costs = {(t, c): v for t, c, v in median_costs(samples)}
@@ -47,7 +47,7 @@ def test_sse_is_compared_with_the_websocket_peers_and_a_missing_peer_leaves_no_r
         sample("ws", "node ws", 0.10, 10_000, 1),
         sample("poll", "pushbench", 0.5, 10_000, 1),
     ]
-    assert [(n, round(v.median, 9)) for n, v in median_ratios(samples)] == [("pushbench sse / node ws ws", 0.9)]
+    assert [(n, round(v.median, 9)) for n, v in median_ratios(samples)] == [("pushbench sse / node ws (ws)", 0.9)]
 
 
 def test_spread_ignores_rounds_that_measured_nothing() -> None:
