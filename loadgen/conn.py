@@ -263,16 +263,11 @@ class _Receiver(asyncio.Protocol):
                 if n < len(data):
                     self.buffer += data[n:] if n else data
             self.consumed += n
-        except ClientError as exc:
-            self._end_sink(exc)
+        except Exception as exc:
+            self._sink_raised(exc)
             return
-        except Exception as exc:  # a message the sink cannot make sense of (bad JSON, bad deflate stream, ...)
-            self._end_sink(ClientError(ErrorKind.PROTOCOL, f"{type(exc).__name__}: {exc}"))
-            return
-        finished = self.finished
-        if finished is not None:
-            self.finished = None
-            finished()
+        if self.finished is not None:  # checked here first: this runs for every chunk a stream receives
+            self._call_finished()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -317,6 +312,22 @@ class _Receiver(asyncio.Protocol):
             self.sink = self.on_end = None
             on_end(exc)
 
+    def _sink_raised(self, exc: Exception) -> None:
+        """A sink raised: a ClientError ends it as it is; anything else is a message the sink cannot make sense
+        of (bad JSON, bad deflate stream, ...), a protocol error."""
+        if not isinstance(exc, ClientError):
+            exc = ClientError(ErrorKind.PROTOCOL, f"{type(exc).__name__}: {exc}")
+        self._end_sink(exc)
+
+    def _call_finished(self) -> bool:
+        """Call (once) what a sink that read its whole message set; False when there was nothing to call."""
+        finished = self.finished
+        if finished is None:
+            return False
+        self.finished = None
+        finished()
+        return True
+
     def feed_buffered(self, ended: Callable[[], ClientError]) -> None:
         """Hand the installed sink what was buffered before it was installed, as ``data_received`` would; if the
         stream has already ended, tell ``on_end`` (with ``ended()``) unless the sink finished its message."""
@@ -326,14 +337,10 @@ class _Receiver(asyncio.Protocol):
         try:
             if self.buffer:
                 self.discard(sink(self.buffer, self.consumed))
-        except ClientError as exc:
-            self._end_sink(exc)
+        except Exception as exc:
+            self._sink_raised(exc)
             return
-        finished = self.finished
-        if finished is not None:
-            self.finished = None
-            finished()
-        elif self.eof and self.sink is sink:
+        if not self._call_finished() and self.eof and self.sink is sink:
             self._end_sink(ended())
 
     def take(self, n: int) -> bytes:
