@@ -26,6 +26,11 @@ def poll_body(cursor: int, events: list[Event]) -> bytes:
     return b'{"cursor":%d,"events":[%s]}' % (cursor, b",".join(e.body for e in events))
 
 
+def answer_cursor(after: int | None, latest_seq: int, events: list[Event]) -> int:
+    """The answer's cursor C: the last seq returned, or N if none (the latest seq when the request had no cursor)."""
+    return events[-1].seq if events else (latest_seq if after is None else after)
+
+
 def answer_bytes(body: bytes, date: str) -> bytes:
     """The whole ``200`` answer as aiohttp serializes a JSON ``web.Response`` on a kept-alive HTTP/1.1 connection."""
     return (
@@ -68,8 +73,8 @@ class SharedAnswers:
         key = -1 if after is None else after
         found = self.answers.get(key)
         if found is None:
-            cursor = events[-1].seq if events else (latest_seq if after is None else after)
-            found = self.answers[key] = (answer_bytes(poll_body(cursor, events), date), len(events))
+            body = poll_body(answer_cursor(after, latest_seq, events), events)
+            found = self.answers[key] = (answer_bytes(body, date), len(events))
         return found
 
 
@@ -83,7 +88,8 @@ def add_shared_answers(app: web.Application) -> None:
 
 
 def respond(request: web.Request, after: int | None, events: list[Event]) -> web.StreamResponse:
-    """The poll/longpoll answer: C is the last seq returned, or N if none (latest seq when no cursor)."""
+    """The poll/longpoll answer (its cursor: ``answer_cursor``), as shared bytes when nothing can make aiohttp's
+    own answer differ."""
     st = state(request)
     transport = request.transport
     if (
@@ -98,9 +104,9 @@ def respond(request: web.Request, after: int | None, events: list[Event]) -> web
         st.stats.deliveries[route_name(request)] += delivered
         transport.write(answer)
         return Answered()
-    cursor = events[-1].seq if events else (st.feed.latest_seq if after is None else after)
     st.stats.deliveries[route_name(request)] += len(events)
-    return web.Response(body=poll_body(cursor, events), content_type="application/json")
+    body = poll_body(answer_cursor(after, st.feed.latest_seq, events), events)
+    return web.Response(body=body, content_type="application/json")
 
 
 def route_name(request: web.Request) -> str:
