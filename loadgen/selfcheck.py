@@ -478,16 +478,17 @@ def main(argv: list[str] | None = None) -> int:
     for s in samples:
         if s.note:
             print(f"  round {s.round}: {s.test} {s.client}: {s.note}")
+    ratio_spreads = median_ratios(samples)
     print(f"\n{'ratio (each within one round)':55} median (range)")
-    for name, value in median_ratios(samples):
+    for name, value in ratio_spreads:
         print(f"{name:55} {value.text()}")
     record = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "args": {k: v for k, v in vars(args).items() if not k.startswith("run_")},
         "samples": [{**asdict(s), "us_per_op": s.us_per_op} for s in samples],
-        "ratios": {name: value.median for name, value in median_ratios(samples)},  # medians over the rounds
-        "ratio_ranges": {name: [value.low, value.high] for name, value in median_ratios(samples)},
+        "ratios": {name: value.median for name, value in ratio_spreads},  # medians over the rounds
+        "ratio_ranges": {name: [value.low, value.high] for name, value in ratio_spreads},
         "missing": missing,
     }
     out = Path(args.out)
