@@ -19,10 +19,10 @@ from typing import Any
 from analysis.fmt import fmt
 from analysis.metrics import (
     cpu_reads_zero,
-    cpu_resolution_s,
     cpu_us_per_delivery,
     deliveries_per_cpu_s,
     memory_per_connection_bytes,
+    pooled_cpu_slack_s,
     pooled_fanout,
     records,
     slice_cells,
@@ -132,7 +132,7 @@ def cpu_figures(rows: Sequence[Record], clock_ticks_per_s: float) -> tuple[Bound
         return Bounded(math.nan), Bounded(math.nan)
     total_cpu, total = sum(cpus), sum(counts)
     if cpu_reads_zero(total_cpu, clock_ticks_per_s):
-        slack = len(cpus) * cpu_resolution_s(clock_ticks_per_s)
+        slack = pooled_cpu_slack_s(len(cpus), clock_ticks_per_s)
         return Bounded(cpu_us_per_delivery(slack, total), "<"), Bounded(deliveries_per_cpu_s(total, slack), ">")
     fanout, low, high = pooled_fanout(counts, cpus, clock_ticks_per_s)
     return (

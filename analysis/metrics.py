@@ -142,6 +142,12 @@ def cpu_resolution_s(clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> float:
     return 2.0 / clock_ticks_per_s
 
 
+def pooled_cpu_slack_s(windows: int, clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> float:
+    """How far the total of ``windows`` windows' CPU readings can be from the CPU really used, either way: each
+    window's is within ``cpu_resolution_s`` (2 ticks), so n windows' total is within n times that."""
+    return windows * cpu_resolution_s(clock_ticks_per_s)
+
+
 def cpu_ms_per_thousand_events_below(
     server_cpu_s: float, events_delivered: float, clock_ticks_per_s: float = CLOCK_TICKS_PER_S
 ) -> float:
@@ -168,13 +174,13 @@ def pooled_fanout(
     """The fan-out over repeats, pooled: (total deliveries ÷ total server CPU, and the lowest and highest it can be).
 
     Each window's CPU is the difference of two readings of user and system time, each counted in whole clock ticks,
-    so it is within ``cpu_resolution_s`` (2 ticks) of the CPU really used, either way; over n windows the total is
-    within n times that. The bounds are the deliveries over the total CPU plus and minus that (the highest is
-    infinite when the total could be 0). NaN when there is nothing to pool."""
+    so the total is within ``pooled_cpu_slack_s`` of the CPU really used, either way. The bounds are the deliveries
+    over the total CPU plus and minus that (the highest is infinite when the total could be 0). NaN when there is
+    nothing to pool."""
     total_deliveries, total_cpu = float(sum(deliveries)), float(sum(server_cpu_s))
     if not server_cpu_s or total_deliveries <= 0:
         return math.nan, math.nan, math.nan
-    slack = len(server_cpu_s) * cpu_resolution_s(clock_ticks_per_s)
+    slack = pooled_cpu_slack_s(len(server_cpu_s), clock_ticks_per_s)
     highest = total_deliveries / (total_cpu - slack) if total_cpu > slack else math.inf
     return safe_div(total_deliveries, total_cpu), total_deliveries / (total_cpu + slack), highest
 

@@ -34,6 +34,7 @@ from analysis.metrics import (
     cpu_us_per_delivery,
     deliveries_per_cpu_s,
     memory_per_connection_bytes,
+    pooled_cpu_slack_s,
     pooled_fanout,
 )
 from analysis.model import Analysis, analyse
@@ -71,6 +72,14 @@ def test_memory_per_connection_is_marginal_against_the_smallest_size() -> None:
     assert memory_per_connection_bytes(48e6, 1000, 40e6, 100) == (pytest.approx(8e6 / 900), True)
     # At the smallest size: RSS ÷ clients, with the process's baseline in it.
     assert memory_per_connection_bytes(40e6, 100, 40e6, 100) == (pytest.approx(400_000), False)
+
+
+def test_the_pooled_cpu_is_known_to_two_ticks_per_window() -> None:
+    # 100 ticks per second: 2 ticks = 0.02 s per window; four windows: 0.08 s. 250 ticks per second: 0.008 s each.
+    assert pooled_cpu_slack_s(1, 100) == pytest.approx(0.02)
+    assert pooled_cpu_slack_s(4, 100) == pytest.approx(0.08)
+    assert pooled_cpu_slack_s(3, 250) == pytest.approx(0.024)
+    assert pooled_cpu_slack_s(0, 100) == 0
 
 
 def test_the_fan_out_is_pooled_over_repeats_with_the_range_the_cpu_ticks_allow() -> None:
