@@ -19,7 +19,7 @@ from loadgen.metrics import LatencyRecorder, SeqTracker, backoff_s
 from loadgen.tls import client_context
 from pushbench.stacks import DEFAULT_STACK, STACKS, Stack
 from pushbench.transports import TRANSPORTS, Transport
-from pushbench.units import NS_PER_S
+from pushbench.units import NS_PER_MS, NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,6 @@ class StopSignal(asyncio.Event):
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-NS_PER_MS = 1_000_000
 
 
 class SendWheel:

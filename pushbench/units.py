@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
 
 
 def ws_frame_header_bytes(payload_len: int, masked: bool) -> int:

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from pushbench.units import NS_PER_S
+from pushbench.units import NS_PER_MS, NS_PER_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class Feed:
         self.payload_bytes = payload_bytes
         self.burst = burst
         self.history = history
-        self.late_threshold_ns = int(late_threshold_ms * 1_000_000)
+        self.late_threshold_ns = int(late_threshold_ms * NS_PER_MS)
         self._rng = random.Random(seed)
         self._events: list[Event] = []
         self._first_index_seq = 1  # seq of self._events[0]
