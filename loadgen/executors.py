@@ -163,8 +163,17 @@ class LocalExecutor:
 # --- a Dask cluster ---------------------------------------------------------------------------------------
 
 
+def live_workers(client: Any) -> dict[str, dict[str, Any]]:
+    """The scheduler's workers now, asked for each time.
+
+    Not ``client.scheduler_info()``: that returns a cache which the client's own periodic refresh overwrites with
+    no workers, so a look taken just after a refresh sees a live cluster as empty (and every shard as dead).
+    """
+    return dict(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+
+
 def shard_slots(workers: dict[str, dict[str, Any]]) -> list[str]:
-    """Addresses of the workers that can run a shard (resource ``shard`` >= 1), from ``scheduler_info()``."""
+    """Addresses of the workers that can run a shard (resource ``shard`` >= 1), from ``live_workers()``."""
     return sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(SHARD_RESOURCE, 0) >= 1)
 
 
@@ -180,13 +189,10 @@ class DaskShards:
         self.futures: list[Any] = []
         self.running_on: dict[str, str] = {}  # task key -> worker address
 
-    def _workers(self) -> dict[str, dict[str, Any]]:
-        return dict(self.client.scheduler_info(n_workers=-1)["workers"])
-
     def start(self, specs: list[ShardSpec]) -> None:
         self.specs = specs
         deadline = time.monotonic() + DASK_WORKERS_TIMEOUT_S
-        while len(slots := shard_slots(self._workers())) < len(specs):
+        while len(slots := shard_slots(live_workers(self.client))) < len(specs):
             if time.monotonic() > deadline:
                 raise ShardsFailed(
                     f"dask cluster {self.scheduler} has {len(slots)} workers with resource {SHARD_RESOURCE}=1, the cell "
@@ -235,7 +241,7 @@ class DaskShards:
         outcomes: dict[int, ShardOutcome] = {}
         while len(outcomes) < len(self.futures):
             tick()
-            alive = set(self._workers())
+            alive = set(live_workers(self.client))
             for i, (spec, future) in enumerate(zip(self.specs, self.futures, strict=True)):
                 if i in outcomes:
                     continue
@@ -326,7 +332,7 @@ class DaskExecutor:
             self.client.close(timeout=5)
 
     def describe(self) -> dict[str, Any]:
-        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        workers = live_workers(self.client)
         return {
             "kind": "dask",
             "scheduler": self.scheduler,

@@ -188,3 +188,23 @@ def test_an_https_target_is_measured_over_tls_with_its_own_ca(
     assert row["messages_received"] == row["messages_expected"] == 3 * row["events_published"] > 0
     assert bool(row["server_measured"]) and row["bytes_down_tls"] > 0  # /stats through the proxy; TLS records
     assert all(w["clock"]["uncertainty_ns"] is not None for w in cell["workers"])  # GET /time over TLS
+
+
+def test_dask_shards_see_every_worker_at_each_look_while_the_client_refreshes_its_cache(loopback_dask: str) -> None:
+    """The client's periodic scheduler-info refresh (workers left out) must never make a live worker look gone.
+
+    ``Client.scheduler_info()`` returns a cache that the client's own periodic refresh overwrites without the
+    workers; read right after a refresh, both shards of a cell once looked dead mid-cell. A 1-ms refresh makes
+    that interleaving likely here: every look must still list both workers.
+    """
+    import dask
+
+    from loadgen.executors import DaskExecutor, live_workers, shard_slots
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "1ms"}):
+        executor = DaskExecutor(loopback_dask, lead_s=1.0)
+    try:
+        looks = [len(shard_slots(live_workers(executor.client))) for _ in range(300)]
+        assert looks == [2] * 300, f"{looks.count(2)} of 300 looks saw both workers"
+    finally:
+        executor.close()
