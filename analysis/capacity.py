@@ -96,8 +96,8 @@ def size_failure(rows: Sequence[Record], threshold_ms: float, warnings: Mapping[
 
 @dataclass(frozen=True)
 class Bounded:
-    """A figure, or a bound on it when the server's CPU read 0 ticks: ``relation`` '<' or '>'; ``low`` and ``high``:
-    the range the CPU clock's ticks leave it in (``pooled_fanout``), NaN when unknown."""
+    """A figure, or a bound on it when the server's CPU read 0: ``relation`` '<' or '>'; ``low`` and ``high``: the
+    range the resolution of the server's CPU counters leaves it in (``pooled_fanout``), NaN when unknown."""
 
     value: float
     relation: str = ""
@@ -114,27 +114,29 @@ class Bounded:
         return f"{fmt(self.low)}–{fmt(self.high) if math.isfinite(self.high) else '∞'}"
 
 
-def cpu_figures(rows: Sequence[Record], clock_ticks_per_s: float) -> tuple[Bounded, Bounded]:
+def cpu_figures(rows: Sequence[Record]) -> tuple[Bounded, Bounded]:
     """(server CPU µs per delivery, deliveries per server CPU-second), pooled over the measured repeats: their total
-    CPU and total deliveries (``pooled_fanout``), with the range the CPU clock's ticks allow.
+    CPU and total deliveries (``pooled_fanout``), with the range the resolution of each repeat's CPU counters
+    (``server_cpu_unit_s``: a 10-ms clock tick, or 1 µs) allows.
 
-    When the total CPU read 0 ticks, both are bounds from the tick resolution (2 ticks per repeat): '<' for CPU per
-    delivery, '>' for the fan-out.
+    When the total CPU read 0, both are bounds from that resolution (2 steps per repeat): '<' for CPU per delivery,
+    '>' for the fan-out.
     """
-    cpus, counts = [], []
+    cpus, counts, units = [], [], []
     for r in rows:
         cpu, deliveries = number(r, "server_cpu_s"), number(r, "server_deliveries")
         if math.isnan(cpu) or math.isnan(deliveries) or deliveries <= 0:
             continue
         cpus.append(cpu)
         counts.append(deliveries)
+        units.append(number(r, "server_cpu_unit_s"))
     if not cpus:
         return Bounded(math.nan), Bounded(math.nan)
     total_cpu, total = sum(cpus), sum(counts)
-    if cpu_reads_zero(total_cpu, clock_ticks_per_s):
-        slack = pooled_cpu_slack_s(len(cpus), clock_ticks_per_s)
+    if cpu_reads_zero(total_cpu, max(units)):
+        slack = pooled_cpu_slack_s(units)
         return Bounded(cpu_us_per_delivery(slack, total), "<"), Bounded(deliveries_per_cpu_s(total, slack), ">")
-    fanout, low, high = pooled_fanout(counts, cpus, clock_ticks_per_s)
+    fanout, low, high = pooled_fanout(counts, cpus, units)
     return (
         Bounded(cpu_us_per_delivery(total_cpu, total), "", 1e6 / high, 1e6 / low),
         Bounded(fanout, "", low, high),
@@ -175,12 +177,10 @@ def latency_threshold_ms(threshold_s: float, polls: bool, poll_interval_s: float
     return (threshold_s + extra_s) * 1000.0
 
 
-def size_of(
-    rows: Sequence[Record], threshold_ms: float, warnings: Mapping[str, Sequence[str]], clock_ticks_per_s: float
-) -> Size:
+def size_of(rows: Sequence[Record], threshold_ms: float, warnings: Mapping[str, Sequence[str]]) -> Size:
     measured = [r for r in rows if r["status"] != "failed"]
     p99s = [p for r in measured if not math.isnan(p := number(r, "latency_p99_ms"))]
-    cpu, fanout = cpu_figures(measured, clock_ticks_per_s)
+    cpu, fanout = cpu_figures(measured)
     return Size(
         clients=number(rows[0], "clients"),
         cell_ids=", ".join(str(r["cell_id"]) for r in rows),
@@ -259,7 +259,6 @@ def capacities(a: Analysis) -> list[Capacity]:
                     records(group),
                     latency_threshold_ms(a.capacity_p99_s, polls, number(records(group)[0], "poll_interval_s")),
                     warnings,
-                    a.clock_ticks_per_s,
                 )
                 for _, group in sorted(mine.groupby("cell_index"), key=lambda kv: float(kv[1]["clients"].iloc[0]))
             )
@@ -291,7 +290,7 @@ def fanout_target_applies(transport: str, clients: float, streaming: Sequence[st
 
 
 def fanout_met(figure: Bounded) -> bool | None:
-    """Did a fan-out figure meet the target? With its tick range: met when all of the range is at or above it, not
+    """Did a fan-out figure meet the target? With its range (``pooled_fanout``): met when all of the range is at or above it, not
     met when all of it is below, None in between. Without one: None when unknown (NaN, or only an upper bound below
     it)."""
     if math.isnan(figure.value):

@@ -701,7 +701,7 @@ def capacity(a: Analysis) -> Figure:
     ax2.set_xlabel("connected clients (log)")
     ax2.set_ylabel("deliveries per server CPU-second (log)")
     ax2.set_title(
-        "Server fan-out: events handed to client sockets per CPU-second\n(hollow: a lower bound, the CPU read 0 ticks)"
+        "Server fan-out: events handed to client sockets per CPU-second\n(hollow: a lower bound, the CPU read 0)"
     )
     fig.suptitle("Capacity: where each transport stops")
     return fig

@@ -43,6 +43,11 @@ def fmt_bound(value: Any, bound: Any, relation: str = "<") -> str:
     return f"{relation} {fmt(bound)}"
 
 
+def fmt_duration(seconds: float) -> str:
+    """A short duration with its unit: ``0.02`` → ``20 ms``, ``2e-06`` → ``2 µs`` (µs under a millisecond)."""
+    return f"{fmt(seconds * 1000)} ms" if seconds >= 1e-3 else f"{fmt(seconds * 1e6)} µs"
+
+
 def parse(text: str) -> float:
     """Inverse of ``fmt`` for numbers (what the tests use to read figures back out of the report)."""
     text = text.strip().replace(",", "")

@@ -126,36 +126,40 @@ def cpu_ms_per_thousand_events(server_cpu_s: float, events_delivered: float) -> 
     return safe_div(server_cpu_s * 1000.0, events_delivered / 1000.0)
 
 
-# Linux's USER_HZ: /proc/<pid>/stat, which psutil's cpu_times() reads, counts user and system CPU in these ticks.
+# Linux's USER_HZ: /proc/<pid>/stat and times() count user and system CPU in these ticks. A server's CPU counters
+# are taken to count them when its /stats does not say otherwise (summary.csv's server_cpu_unit_s; pushbench's own
+# server reads getrusage, in microseconds).
 CLOCK_TICKS_PER_S = 100
+CLOCK_TICK_S = 1.0 / CLOCK_TICKS_PER_S
 
 
-def cpu_reads_zero(server_cpu_s: float, clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> bool:
-    """Did the window's CPU delta read 0 ticks? (Under half a tick: the difference of tick counts is a whole
-    number of ticks, give or take float rounding.)"""
-    return not math.isnan(server_cpu_s) and server_cpu_s < 0.5 / clock_ticks_per_s
+def cpu_reads_zero(server_cpu_s: float, unit_s: float = CLOCK_TICK_S) -> bool:
+    """Did the window's CPU delta read 0? ``unit_s``: the step of each of the server's user and system counters
+    (under half a step: the difference of whole steps is a whole number of them, give or take float rounding)."""
+    return not math.isnan(server_cpu_s) and server_cpu_s < 0.5 * unit_s
 
 
-def cpu_resolution_s(clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> float:
-    """The most CPU a window can have used while its delta reads 0: user and system time are each counted in whole
-    ticks, so a 0 reading means under one tick of each (2 ticks in all: 20 ms at 100 ticks/s)."""
-    return 2.0 / clock_ticks_per_s
+def cpu_resolution_s(unit_s: float = CLOCK_TICK_S) -> float:
+    """How far a window's CPU reading can be from the CPU really used, either way (and the most a window that read 0
+    can have used): user and system time are each counted in whole steps of ``unit_s``, so 2 steps in all (20 ms
+    for 10-ms clock ticks, 2 µs for getrusage's microseconds)."""
+    return 2.0 * unit_s
 
 
-def pooled_cpu_slack_s(windows: int, clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> float:
-    """How far the total of ``windows`` windows' CPU readings can be from the CPU really used, either way: each
-    window's is within ``cpu_resolution_s`` (2 ticks), so n windows' total is within n times that."""
-    return windows * cpu_resolution_s(clock_ticks_per_s)
+def pooled_cpu_slack_s(units_s: Sequence[float]) -> float:
+    """How far the total of several windows' CPU readings can be from the CPU really used, either way: each window's
+    is within ``cpu_resolution_s`` of its step (``units_s``, one per window), so the total is within their sum."""
+    return float(sum(cpu_resolution_s(u) for u in units_s))
 
 
 def cpu_ms_per_thousand_events_below(
-    server_cpu_s: float, events_delivered: float, clock_ticks_per_s: float = CLOCK_TICKS_PER_S
+    server_cpu_s: float, events_delivered: float, unit_s: float = CLOCK_TICK_S
 ) -> float:
-    """When the window's CPU read 0 ticks: the figure ``cpu_ms_per_thousand_events`` is surely under, from the tick
-    resolution and the events delivered; NaN when the CPU was resolved (it read 1 tick or more)."""
-    if not cpu_reads_zero(server_cpu_s, clock_ticks_per_s):
+    """When the window's CPU read 0: the figure ``cpu_ms_per_thousand_events`` is surely under, from the counters'
+    resolution and the events delivered; NaN when the CPU was resolved (it read 1 step or more)."""
+    if not cpu_reads_zero(server_cpu_s, unit_s):
         return math.nan
-    return cpu_ms_per_thousand_events(cpu_resolution_s(clock_ticks_per_s), events_delivered)
+    return cpu_ms_per_thousand_events(cpu_resolution_s(unit_s), events_delivered)
 
 
 def cpu_us_per_delivery(server_cpu_s: float, deliveries: float) -> float:
@@ -169,20 +173,30 @@ def deliveries_per_cpu_s(deliveries: float, server_cpu_s: float) -> float:
 
 
 def pooled_fanout(
-    deliveries: Sequence[float], server_cpu_s: Sequence[float], clock_ticks_per_s: float = CLOCK_TICKS_PER_S
+    deliveries: Sequence[float], server_cpu_s: Sequence[float], units_s: Sequence[float]
 ) -> tuple[float, float, float]:
     """The fan-out over repeats, pooled: (total deliveries ÷ total server CPU, and the lowest and highest it can be).
 
-    Each window's CPU is the difference of two readings of user and system time, each counted in whole clock ticks,
-    so the total is within ``pooled_cpu_slack_s`` of the CPU really used, either way. The bounds are the deliveries
-    over the total CPU plus and minus that (the highest is infinite when the total could be 0). NaN when there is
-    nothing to pool."""
+    Each window's CPU is the difference of two readings of user and system time, each counted in whole steps of
+    that window's ``units_s`` (a 10-ms clock tick, or getrusage's microsecond), so the total is within
+    ``pooled_cpu_slack_s`` of the CPU really used, either way. The bounds are the deliveries over the total CPU plus
+    and minus that (the highest is infinite when the total could be 0). NaN when there is nothing to pool."""
     total_deliveries, total_cpu = float(sum(deliveries)), float(sum(server_cpu_s))
     if not server_cpu_s or total_deliveries <= 0:
         return math.nan, math.nan, math.nan
-    slack = pooled_cpu_slack_s(len(server_cpu_s), clock_ticks_per_s)
+    slack = pooled_cpu_slack_s(units_s)
     highest = total_deliveries / (total_cpu - slack) if total_cpu > slack else math.inf
     return safe_div(total_deliveries, total_cpu), total_deliveries / (total_cpu + slack), highest
+
+
+def cpu_units_s(summary: pd.DataFrame, clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> list[float]:
+    """Each row's ``server_cpu_unit_s`` (the step of the server's CPU counters in that window); a clock tick of
+    ``clock_ticks_per_s`` where the column is absent or empty (runs written before it existed)."""
+    tick = 1.0 / clock_ticks_per_s
+    if "server_cpu_unit_s" not in summary.columns:
+        return [tick] * len(summary)
+    values = pd.to_numeric(summary["server_cpu_unit_s"], errors="coerce")
+    return [float(v) if not math.isnan(v) and v > 0 else tick for v in values]
 
 
 def bytes_per_second(byte_count: float, duration_s: float) -> float:
@@ -266,8 +280,9 @@ HEADLINES: dict[str, tuple[str, str]] = {
 def derive(summary: pd.DataFrame, polling: Sequence[str], clock_ticks_per_s: float = CLOCK_TICKS_PER_S) -> pd.DataFrame:
     """summary.csv plus the derived per-row figures (all repeats, every status); ``polling``: the transports
     whose clients poll on their own schedule (they get ``overhead_bytes_per_poll``); ``clock_ticks_per_s``: the
-    unit of the server's CPU counters (for the bound when a window's CPU reads 0)."""
+    unit of the server's CPU counters where summary.csv does not say (``cpu_units_s``)."""
     df = summary.copy()
+    df["server_cpu_unit_s"] = cpu_units_s(summary, clock_ticks_per_s)
     splits = [per_event_split(row) for row in records(df)]
     for name in (
         "down_payload", "down_overhead", "down_tcpip", "up_payload", "up_overhead", "up_tcpip",
@@ -313,8 +328,8 @@ def derive(summary: pd.DataFrame, polling: Sequence[str], clock_ticks_per_s: flo
         cpu_ms_per_thousand_events(c, m) for c, m in zip(df["server_cpu_s"], df["messages_received"], strict=True)
     ]
     df["server_cpu_ms_per_1k_events_below"] = [
-        cpu_ms_per_thousand_events_below(c, m, clock_ticks_per_s)
-        for c, m in zip(df["server_cpu_s"], df["messages_received"], strict=True)
+        cpu_ms_per_thousand_events_below(c, m, u)
+        for c, m, u in zip(df["server_cpu_s"], df["messages_received"], df["server_cpu_unit_s"], strict=True)
     ]
     df["wire_bytes_per_s"] = [bytes_per_second(b, d) for b, d in zip(wire, df["duration_s"], strict=True)]
     df["server_cpu_pct"] = [safe_div(c * 100.0, d) for c, d in zip(df["server_cpu_s"], df["duration_s"], strict=True)]

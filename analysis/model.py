@@ -24,7 +24,14 @@ class Analysis:
     cells: pd.DataFrame  # one row per cell: means over measured repeats, with __min/__max/__spread
     base: dict[str, Any]  # the baseline parameters charts hold fixed while one factor varies
     capacity_p99_s: float = DEFAULT_CAPACITY_P99_S  # [report] capacity_p99_s, or --capacity-p99
-    clock_ticks_per_s: float = CLOCK_TICKS_PER_S  # the unit of the server's CPU counters
+    clock_ticks_per_s: float = CLOCK_TICKS_PER_S  # the unit of the server's CPU counters where summary.csv is silent
+
+    @property
+    def cpu_unit_s(self) -> float:
+        """The coarsest step of the server's CPU counters over the run's rows (``server_cpu_unit_s``): what the
+        report's sentences about CPU resolution speak of."""
+        units = self.rows["server_cpu_unit_s"] if "server_cpu_unit_s" in self.rows.columns else None
+        return float(units.max()) if units is not None and len(units) else 1.0 / self.clock_ticks_per_s
 
     @property
     def transports(self) -> Transports:
@@ -78,7 +85,8 @@ def configured_capacity_p99_s(run: Run) -> float:
 
 
 def clock_ticks_per_s(run: Run) -> float:
-    """run.json's ``machine.clock_ticks_per_s`` (the server's CPU counters' unit); Linux's 100 when absent."""
+    """run.json's ``machine.clock_ticks_per_s`` (the unit of a server's CPU counters when summary.csv's
+    ``server_cpu_unit_s`` does not say); Linux's 100 when absent."""
     value = (run.meta.get("machine") or {}).get("clock_ticks_per_s", CLOCK_TICKS_PER_S)
     if not positive_number(value):
         raise ResultsError(f"{run.path / 'run.json'}: key machine.clock_ticks_per_s is {value!r}; it must be > 0")

@@ -32,7 +32,7 @@ from analysis.classic import (
     polling_to_websocket,
     reference_case,
 )
-from analysis.fmt import fmt, fmt_bound
+from analysis.fmt import fmt, fmt_bound, fmt_duration
 from analysis.glance import REFERENCE_TRANSPORT, GlanceRow, cpu_ms_per_thousand_events_bound, glance_rows
 from analysis.metrics import HEADLINES, cpu_resolution_s, records
 from analysis.model import Analysis, configured_capacity_p99_s
@@ -68,7 +68,8 @@ CAPTIONS = {
     ),
     "server_cost": (
         "Left: server CPU time spent per 1,000 delivered events (lower is cheaper); a dashed outline labelled '< x' "
-        "had its CPU read 0 clock ticks in every repeat, so all that is known is that it was under x. Right: server memory per "
+        "had its CPU read 0 in every repeat (its counters' resolution: 10-ms clock ticks for a server that does not say "
+        "otherwise), so all that is known is that it was under x. Right: server memory per "
         "connected client, from how RSS grows with the number of clients."
     ),
     "scaling": (
@@ -80,7 +81,7 @@ CAPTIONS = {
         "threshold (a polling transport is judged against the dotted one: the threshold plus its poll interval). Filled markers passed (p99 under the threshold, nothing lost, load generator unsaturated), "
         "hollow ones failed; the number above a point is the transport's capacity. Right: the server's fan-out, "
         "deliveries per server CPU-second (server_deliveries ÷ server_cpu_s), with the fan-out target (100,000); hollow: a lower "
-        "bound (the server's CPU read 0 clock ticks in that window)."
+        "bound (the server's CPU read 0 in that window)."
     ),
 }
 TITLES = {
@@ -382,8 +383,8 @@ def glance_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]], found_ve
         + (glance_table(rows) if rows else "<p>No feed cell at the baseline settings.</p>")
         + f"<p class='note'>× {esc(reference)}: bytes per event divided by {esc(reference)}'s. Connections per "
         "client: the most open at the server at once ÷ clients; new connections: opened inside the window. Server "
-        "CPU per 1,000 events: '&lt; x' when the server's CPU read 0 clock ticks in every repeat's window (user and "
-        f"system time count whole ticks, so under {fmt(cpu_resolution_s(a.clock_ticks_per_s) * 1000)} ms): x is that "
+        "CPU per 1,000 events: '&lt; x' when the server's CPU read 0 in every repeat's window (user and system time "
+        f"each count whole steps of {fmt_duration(a.cpu_unit_s)}, so under {fmt_duration(cpu_resolution_s(a.cpu_unit_s))}): x is that "
         "bound ÷ the events delivered. Files: charts/headline.svg, charts/headline.png.</p>"
         + capacity_summary_html(a)
         + "</section>"
@@ -515,8 +516,8 @@ def capacity_html(a: Analysis, charts: Mapping[str, tuple[bytes, bytes]]) -> str
         "smallest size) ÷ (clients − its clients), what each connection added; at the smallest size RSS ÷ clients, "
         "which includes the process's baseline, marked *), and bytes per second on the wire (TCP payload both "
         "directions plus TCP/IP headers, which are derived from segment counts; all clients). Means over the "
-        "repeats. A figure after &lt; or &gt; is a bound: the server's CPU read 0 clock ticks "
-        f"(under {fmt(cpu_resolution_s(a.clock_ticks_per_s) * 1000)} ms) in that window.</p>"
+        "repeats. A figure after &lt; or &gt; is a bound: the server's CPU read 0 "
+        f"(under {fmt_duration(cpu_resolution_s(a.cpu_unit_s))}) in that window.</p>"
     )
     headers = [
         "transport", "stack", "client counts measured", "capacity (clients)", "p99 there (ms)",
@@ -557,7 +558,7 @@ def sizes_html(a: Analysis, caps: list[Capacity]) -> str:
     streaming = a.transports.streaming()
     headers = [
         "transport", "stack", "clients", "cells", "p99, worst repeat (ms)", "passed", "what failed",
-        "server CPU per delivery (µs)", "deliveries per server CPU-second", "its range (CPU clock ticks)",
+        "server CPU per delivery (µs)", "deliveries per server CPU-second", "its range (CPU resolution)",
         f"fan-out target ≥ {fmt(FANOUT_TARGET_PER_CPU_S)}", "bytes/s on the wire",
     ]  # fmt: skip
     keys = [
@@ -584,9 +585,12 @@ def sizes_html(a: Analysis, caps: list[Capacity]) -> str:
     return (
         "<h3 id='fanout'>Every client count, and the server's fan-out</h3><p>The server's fan-out is the events it "
         "handed to client sockets per second of its CPU (server_deliveries ÷ server_cpu_s, both from its /stats "
-        "inside the window), pooled over the size's repeats: their total deliveries ÷ their total CPU. The server's "
-        "CPU is read in clock ticks, so each window's CPU is known to 2 ticks either way; the range column is where "
-        f"that leaves the figure. The fan-out target: at least {fmt(FANOUT_TARGET_PER_CPU_S)} for {esc(names)} at "
+        "inside the window), pooled over the size's repeats: their total deliveries ÷ their total CPU. Each window's "
+        "CPU is the difference of two readings of user and system time, each counted in whole steps of the server's "
+        "CPU unit (server_cpu_unit_s: 1 µs for pushbench's server, which reads getrusage; a 10-ms clock tick for a "
+        f"server whose /stats does not say; {fmt_duration(a.cpu_unit_s)} in this run at the coarsest), so it is known "
+        "to 2 steps either way; the range column is where that leaves the figure. "
+        f"The fan-out target: at least {fmt(FANOUT_TARGET_PER_CPU_S)} for {esc(names)} at "
         f"{fmt(FANOUT_TARGET_CLIENTS)} clients; the target column says met when all of the range is at or above it, "
         "not met when all of it is below, unknown in between.</p>"
         + table(headers, body, table_id="capacity-sizes", text_cols=(0, 1, 3, 6, 9, 10), keys=keys, wrap_cols=(6,))

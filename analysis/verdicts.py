@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.fmt import fmt
+from analysis.fmt import fmt, fmt_duration
 from analysis.metrics import HEADLINES, NOISY_SPREAD, first, records, slice_cells, transports_in
 from analysis.model import Analysis
 from analysis.results import ERROR_KINDS
@@ -23,8 +23,9 @@ from analysis.transports import Transports
 # connections per client per minute and peaked at no more than this many per client.
 REOPEN_TOLERANCE_PER_MIN = 0.1
 PEAK_TOLERANCE_PER_CLIENT = 1.1
-# Server CPU is read from the kernel's clock ticks (10 ms): below this a window's CPU figure is coarse.
-COARSE_CPU_S = 0.2
+# A window's server CPU figure is coarse when one step of its CPU counters (server_cpu_unit_s: a 10-ms clock tick for
+# a server that does not say otherwise, 1 µs for pushbench's) is more than this fraction of it (10 ms: under 0.2 s).
+COARSE_CPU_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,8 @@ def warnings(a: Analysis) -> list[str]:
             if (row["saturated"] and str(w).startswith("saturated")) or "were not received" in str(w):
                 continue
             out.append(f"{where}: {w}")
-    coarse_cells = set(a.rows.loc[a.rows["server_cpu_s"] < COARSE_CPU_S, "cell_index"].tolist())
+    coarse_rows = a.rows["server_cpu_s"] * COARSE_CPU_FRACTION < a.rows["server_cpu_unit_s"]
+    coarse_cells = set(a.rows.loc[coarse_rows, "cell_index"].tolist())
     for cell in records(a.cells):
         noisy = [
             f"{HEADLINES[col][0]} {fmt(100 * cell[f'{col}__spread'])} %"
@@ -315,12 +317,12 @@ def warnings(a: Analysis) -> list[str]:
                 + ", ".join(noisy)
                 + f" (threshold {fmt(100 * NOISY_SPREAD)} %; latency spreads under 1 ms are not counted)."
             )
-    coarse = int((a.rows["server_cpu_s"] < COARSE_CPU_S).sum())
+    coarse = int(coarse_rows.sum())
     if coarse:
         out.append(
-            f"{coarse} of {len(a.rows)} windows used under {fmt(COARSE_CPU_S)} s of server CPU: the CPU clock ticks "
-            f"in {fmt(1000 / a.clock_ticks_per_s)} ms, so their CPU per 1,000 events is coarse "
-            f"({fmt(100 / (a.clock_ticks_per_s * COARSE_CPU_S))} % or worse); lengthen duration_s for CPU figures."
+            f"{coarse} of {len(a.rows)} windows used under {fmt(a.cpu_unit_s / COARSE_CPU_FRACTION)} s of server CPU: "
+            f"its counters step by {fmt_duration(a.cpu_unit_s)}, so their CPU per 1,000 events is coarse "
+            f"({fmt(100 * COARSE_CPU_FRACTION)} % or worse); lengthen duration_s for CPU figures."
         )
     single = int((a.cells["repeats"] < 2).sum())
     if single:

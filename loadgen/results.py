@@ -81,6 +81,7 @@ SUMMARY_COLUMNS = [
     "window_end_ns",
     # Beyond the required columns:
     "workers", "send_interval_s", "cookie_bytes", "events_published_server", "server_deliveries",
+    "server_cpu_unit_s",
     "server_connections_accepted", "connections_peak_clients", "stale_resumes", "reconnects", "requests_retried", "clients_late",
     "tcp_timestamps",
     # Stacks (TLS, HTTP/2 through the proxy) and the layer split: tcp = payload + http + tls + tls_handshake.
@@ -287,6 +288,7 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
         "cookie_bytes": load.cookie_bytes if load.header_profile == "browser" else 0,
         "events_published_server": srv.events_published,
         "server_deliveries": srv.deliveries,
+        "server_cpu_unit_s": srv.cpu_unit_s,
         "server_connections_accepted": srv.connections_accepted,
         "connections_peak_clients": sum(r.connections_peak for r in results),
         "stale_resumes": sum(r.stale_resumes for r in results),

@@ -8,6 +8,7 @@ the summary.csv row and the run.json cell (and never changes the run it summaris
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,7 @@ class ServerDeltas:
     """What the server counted inside the window: /stats at its end minus /stats at its start."""
 
     cpu_s: float | None = None
+    cpu_unit_s: float | None = None  # the step of each of the server's user and system CPU counters (cpu_unit)
     deliveries: int | None = None  # events (or echoes) handed to this cell's transport
     late_ticks: int | None = None
     events_published: int | None = None
@@ -113,6 +115,24 @@ class ServerDeltas:
     max_connections_503: int | None = None
     nofile_limit: int | None = None  # the server's RLIMIT_NOFILE and the descriptors it held before any connection
     fds_at_start: int | None = None
+
+
+# Linux's USER_HZ: the unit of /proc/<pid>/stat and times(), what a server's CPU counters are taken to count when its
+# /stats does not say (cpu_unit_s).
+CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_unit(start: Mapping[str, Any], end: Mapping[str, Any], tick_s: float = CLOCK_TICK_S) -> float:
+    """The step in which a window's server CPU was counted: the /stats ``cpu_unit_s`` of its two readings (the
+    coarser if they differ), a clock tick for a reading without it (an external server's may count ticks)."""
+
+    def unit(stats: Mapping[str, Any]) -> float:
+        value = stats.get("cpu_unit_s")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return tick_s
+
+    return max(unit(start), unit(end))
 
 
 def server_deltas(
@@ -141,6 +161,7 @@ def server_deltas(
     accepted, probes = delta("connections_accepted"), delta("probe_connections")
     return ServerDeltas(
         cpu_s=(s1["cpu_user_s"] + s1["cpu_system_s"]) - (s0["cpu_user_s"] + s0["cpu_system_s"]),
+        cpu_unit_s=cpu_unit(s0, s1),
         deliveries=s1[group][key] - s0[group][key],
         late_ticks=delta("late_ticks"),
         events_published=delta("events_published"),

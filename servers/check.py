@@ -103,6 +103,9 @@ def stats_problems(stats: Any) -> list[str]:
         value = stats.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(f"{key} missing or not a number")
+    unit = stats.get("cpu_unit_s")  # optional: without it, the CPU counters are taken to count clock ticks
+    if "cpu_unit_s" in stats and (isinstance(unit, bool) or not isinstance(unit, int | float) or not unit > 0):
+        problems.append("cpu_unit_s, when present, must be a number of seconds > 0")
     for key, subkeys in STATS_TABLES.items():
         table = stats.get(key)
         if not isinstance(table, dict) or not all(isinstance(table.get(k), int) for k in subkeys):

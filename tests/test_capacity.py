@@ -46,11 +46,18 @@ from analysis.transports import Transports
 
 
 def test_cpu_that_reads_zero_ticks_is_known_only_as_a_bound() -> None:
-    # 100 ticks/s, user and system each floored to whole ticks: a 0 reading means under 2 ticks, 20 ms.
-    assert cpu_resolution_s(100) == 0.02
-    assert cpu_resolution_s(250) == 0.008
+    # 10-ms ticks (100 per second), user and system each floored to whole ticks: a 0 reading means under 2 ticks,
+    # 20 ms; 4-ms ticks: 8 ms; getrusage's microseconds: 2 µs.
+    assert cpu_resolution_s(0.01) == 0.02 and cpu_resolution_s() == 0.02
+    assert cpu_resolution_s(0.004) == 0.008
+    assert cpu_resolution_s(1e-6) == 2e-6
     assert cpu_reads_zero(0.0) and cpu_reads_zero(0.01 - 0.01 + 1e-17)
     assert not cpu_reads_zero(0.01) and not cpu_reads_zero(math.nan)
+    # In microseconds, 3 µs is resolved; 0.4 µs is a float-rounded 0.
+    assert not cpu_reads_zero(3e-6, 1e-6) and cpu_reads_zero(4e-7, 1e-6)
+    assert math.isnan(cpu_ms_per_thousand_events_below(0.003, 400, 1e-6))
+    # 400 events under 2 µs: under 0.002 ms / 0.4 = 0.005 ms per 1,000 events.
+    assert cpu_ms_per_thousand_events_below(0.0, 400, 1e-6) == pytest.approx(0.005)
     # 400 events under 20 ms: under 20 ms / 0.4 thousand events = 50 ms per 1,000 events.
     assert cpu_ms_per_thousand_events_below(0.0, 400) == pytest.approx(50.0)
     assert math.isnan(cpu_ms_per_thousand_events_below(0.01, 400))  # resolved: no bound
@@ -74,35 +81,57 @@ def test_memory_per_connection_is_marginal_against_the_smallest_size() -> None:
     assert memory_per_connection_bytes(40e6, 100, 40e6, 100) == (pytest.approx(400_000), False)
 
 
-def test_the_pooled_cpu_is_known_to_two_ticks_per_window() -> None:
-    # 100 ticks per second: 2 ticks = 0.02 s per window; four windows: 0.08 s. 250 ticks per second: 0.008 s each.
-    assert pooled_cpu_slack_s(1, 100) == pytest.approx(0.02)
-    assert pooled_cpu_slack_s(4, 100) == pytest.approx(0.08)
-    assert pooled_cpu_slack_s(3, 250) == pytest.approx(0.024)
-    assert pooled_cpu_slack_s(0, 100) == 0
+def test_the_pooled_cpu_is_known_to_two_steps_per_window() -> None:
+    # 10-ms ticks: 2 ticks = 0.02 s per window; four windows: 0.08 s. 4-ms ticks: 0.008 s each.
+    assert pooled_cpu_slack_s([0.01]) == pytest.approx(0.02)
+    assert pooled_cpu_slack_s([0.01] * 4) == pytest.approx(0.08)
+    assert pooled_cpu_slack_s([0.004] * 3) == pytest.approx(0.024)
+    assert pooled_cpu_slack_s([]) == 0
+    # getrusage's microseconds: four windows, 8 µs; one window of ticks among three of µs: 0.02 + 0.000006 s.
+    assert pooled_cpu_slack_s([1e-6] * 4) == pytest.approx(8e-6)
+    assert pooled_cpu_slack_s([0.01, 1e-6, 1e-6, 1e-6]) == pytest.approx(0.020006)
 
 
 def test_the_fan_out_is_pooled_over_repeats_with_the_range_the_cpu_ticks_allow() -> None:
     # Two windows: 50,000 deliveries in 0.50 s and 40,000 in 0.40 s of CPU, read in 10-ms ticks (100 per second).
     # Pooled: 90,000 / 0.90 s = 100,000 per CPU-s. Each window's CPU is within 2 ticks (0.02 s) either way, so the
     # total is within 0.04 s: 90,000 / 0.94 = 95,744.7 and 90,000 / 0.86 = 104,651.2.
-    figure, low, high = pooled_fanout([50_000, 40_000], [0.50, 0.40], 100)
+    figure, low, high = pooled_fanout([50_000, 40_000], [0.50, 0.40], [0.01, 0.01])
     assert (figure, low, high) == (
         pytest.approx(100_000),
         pytest.approx(95_744.68, abs=0.01),
         pytest.approx(104_651.16, abs=0.01),
     )
     # One window of 0.02 s: the CPU could have been 0, so there is no upper bound.
-    assert pooled_fanout([1_000], [0.02], 100) == (pytest.approx(50_000), pytest.approx(25_000), math.inf)
-    assert all(math.isnan(v) for v in pooled_fanout([], [], 100))
+    assert pooled_fanout([1_000], [0.02], [0.01]) == (pytest.approx(50_000), pytest.approx(25_000), math.inf)
+    assert all(math.isnan(v) for v in pooled_fanout([], [], []))
+
+
+def test_the_fan_out_read_in_microseconds_is_known_to_eight_microseconds_over_four_windows() -> None:
+    # The session-3 WebSocket case: four 5-s windows of 50,000 deliveries, 2.01 s of CPU in all (99,502 per CPU-s).
+    # In 10-ms ticks the total is within 4 × 0.02 = 0.08 s: 200,000 / 2.09 = 95,693.8 and 200,000 / 1.93 = 103,626.9.
+    # In microseconds it is within 4 × 2 µs = 0.000008 s: 200,000 / 2.010008 = 99,501.6 and / 2.009992 = 99,502.4.
+    cpus = [0.50, 0.51, 0.49, 0.51]
+    ticks = pooled_fanout([50_000] * 4, cpus, [0.01] * 4)
+    assert ticks == (
+        pytest.approx(99_502.49, abs=0.01),
+        pytest.approx(95_693.78, abs=0.01),
+        pytest.approx(103_626.94, abs=0.01),
+    )
+    micro = pooled_fanout([50_000] * 4, cpus, [1e-6] * 4)
+    assert micro == (
+        pytest.approx(99_502.49, abs=0.01),
+        pytest.approx(99_502.09, abs=0.01),
+        pytest.approx(99_502.89, abs=0.01),
+    )
 
 
 def test_cpu_figures_pool_the_repeats_and_turn_into_bounds_when_the_total_read_zero() -> None:
     rows = [
-        {"server_cpu_s": 0.5, "server_deliveries": "50000"},
-        {"server_cpu_s": 0.0, "server_deliveries": "1000"},  # under 2 ticks: pooled with the other one
+        {"server_cpu_s": 0.5, "server_deliveries": "50000", "server_cpu_unit_s": 0.01},
+        {"server_cpu_s": 0.0, "server_deliveries": "1000", "server_cpu_unit_s": 0.01},  # under 2 ticks: pooled
     ]
-    cpu, fanout = cpu_figures(rows, 100)
+    cpu, fanout = cpu_figures(rows)
     # 51,000 deliveries in 0.5 s (± 0.04 s): 9.80 µs each (9.02-10.59), 102,000 per CPU-s (94,444-110,870).
     assert (cpu.value, cpu.low, cpu.high) == (
         pytest.approx(9.8039, abs=1e-4),
@@ -116,12 +145,22 @@ def test_cpu_figures_pool_the_repeats_and_turn_into_bounds_when_the_total_read_z
     )
     assert (fanout.text(), fanout.range_text()) == ("102,000", "94,444–110,870")
     # Every repeat read 0 ticks: under 2 ticks each (0.04 s for two), so < 0.04 s / 2,000 = 20 µs, > 50,000 per s.
-    cpu, fanout = cpu_figures([{"server_cpu_s": 0.0, "server_deliveries": "1000"}] * 2, 100)
+    cpu, fanout = cpu_figures([{"server_cpu_s": 0.0, "server_deliveries": "1000", "server_cpu_unit_s": 0.01}] * 2)
     assert cpu == Bounded(pytest.approx(20.0), "<") and fanout == Bounded(pytest.approx(50_000), ">")
     assert fanout.range_text() == ""
-    cpu, fanout = cpu_figures(rows[:1], 100)
+    cpu, fanout = cpu_figures(rows[:1])
     assert (cpu.text(), fanout.text()) == ("10", "100,000")
-    assert cpu_figures([{"server_cpu_s": 0.5}], 100)[0].text() == "–"  # no server_deliveries column
+    assert cpu_figures([{"server_cpu_s": 0.5, "server_cpu_unit_s": 0.01}])[0].text() == "–"  # no server_deliveries
+    # Read in microseconds: 51,000 deliveries in 0.50001 s (± 2 × 2 µs): 101,997.96 per CPU-s (51,000 / 0.500014 =
+    # 101,997.14 to 51,000 / 0.500006 = 101,998.78); a repeat that read 0 µs is pooled the same way.
+    micro = [{**r, "server_cpu_unit_s": 1e-6} for r in ({**rows[0], "server_cpu_s": 0.50001}, rows[1])]
+    _, fanout = cpu_figures(micro)
+    assert (fanout.value, fanout.low, fanout.high) == (
+        pytest.approx(101_997.96, abs=0.01),
+        pytest.approx(101_997.14, abs=0.01),
+        pytest.approx(101_998.78, abs=0.01),
+    )
+    assert fanout.range_text() == "101,997–101,999"
 
 
 def test_fan_out_target() -> None:

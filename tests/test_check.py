@@ -57,6 +57,8 @@ def test_stats_counters_the_load_generator_reads() -> None:
     }  # fmt: skip
     assert stats_problems(good) == []
     assert stats_problems({**good, "cpu_user_s": None}) == ["cpu_user_s missing or not a number"]
+    assert stats_problems({**good, "cpu_unit_s": 1e-6}) == []  # optional: the step of the CPU counters
+    assert stats_problems({**good, "cpu_unit_s": 0}) == ["cpu_unit_s, when present, must be a number of seconds > 0"]
     assert stats_problems({**good, "deliveries": {"ws": 1}}) == [
         "deliveries must map poll, longpoll, sse, ws to counts"
     ]

@@ -18,6 +18,7 @@ from loadgen.summary import (
     byte_totals,
     cell_status,
     cell_warnings,
+    cpu_unit,
     message_counts,
     saturation,
     server_deltas,
@@ -77,6 +78,16 @@ def test_server_deltas_subtract_window_start_from_its_end() -> None:
     assert (missing.cpu_s, missing.deliveries, missing.late_ticks) == (None, None, None)
     assert (missing.connections_peak, missing.rss_bytes) == (11, 900)
     assert server_deltas(STATS0, None, ("deliveries", "sse")).connections_peak is None
+
+
+def test_the_cpu_unit_is_what_stats_says_else_a_clock_tick() -> None:
+    micro = {**STATS0, "cpu_unit_s": 1e-6}
+    assert cpu_unit(micro, micro, tick_s=0.01) == 1e-6
+    assert cpu_unit(STATS0, STATS0, tick_s=0.01) == 0.01  # an external server that does not say: ticks
+    assert cpu_unit(STATS0, micro, tick_s=0.004) == 0.004  # one reading without it: the coarser
+    assert cpu_unit({**STATS0, "cpu_unit_s": True}, {**STATS0, "cpu_unit_s": -1}, tick_s=0.01) == 0.01  # not a unit
+    assert server_deltas(micro, micro, ("deliveries", "sse")).cpu_unit_s == 1e-6
+    assert server_deltas(None, micro, ("deliveries", "sse")).cpu_unit_s is None  # no CPU figure, no unit
 
 
 def health(cpu: float | None, lag: float | None, wait: float | None = None) -> dict[str, float | None]:

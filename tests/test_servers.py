@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,8 @@ import pytest
 import websockets
 from aiohttp import web
 from conftest import ServerProcess, run, running_server, timeout
+
+from loadgen.selfcheck import process_cpu_reader
 
 FAST = ("feed.rate_hz=50", "feed.payload_bytes=20")
 
@@ -220,6 +224,28 @@ def test_stats_count_what_the_test_did() -> None:
             assert stats["rss_bytes"] > 10_000_000 and stats["cpu_user_s"] > 0
 
     run(body())
+
+
+def test_stats_read_the_server_cpu_to_the_microsecond_as_its_cpu_clock_counts_it(
+    server_process: Callable[..., ServerProcess],
+) -> None:
+    # A real server process: the kernel's CPU clock of that process (ns) read before and after each /stats request
+    # brackets the user + system time /stats reports (getrusage: each truncated to whole µs, so up to 2 µs under).
+    # One /stats request costs well under a 10-ms clock tick: the ticks os.times() counts would read 0 or 10 ms.
+    server = server_process("--set", "feed.rate_hz=0.01")
+    clock = process_cpu_reader(server.proc.pid)
+    readings = []
+    for _ in range(5):
+        before = clock()
+        with urllib.request.urlopen(f"{server.url}/stats", timeout=timeout(5)) as resp:
+            stats = json.loads(resp.read())
+        after = clock()
+        cpu = stats["cpu_user_s"] + stats["cpu_system_s"]
+        assert stats["cpu_unit_s"] == 1e-6
+        assert before - 2e-6 <= cpu <= after + 1e-9
+        readings.append(cpu)
+    steps = [b - a for a, b in itertools.pairwise(readings)]
+    assert all(0 < s < 0.01 for s in steps), steps
 
 
 def test_keepalive_reuses_one_connection() -> None:
