@@ -221,6 +221,8 @@ def summarize(run: CellRun, profile: HeaderProfile) -> CellSummary:
             connect_timeout_s=plan.request_timeout_s if plan else 0.0,
             max_connections_503=srv.max_connections_503 or 0,
             max_connections=server.max_connections,
+            listen_overflows=srv.listen_overflows,
+            listen_backlog=srv.listen_backlog,
             server_connections_peak=srv.connections_peak,
             server_nofile_limit=srv.nofile_limit,
             server_fds_at_start=srv.fds_at_start,

@@ -115,6 +115,18 @@ class ServerDeltas:
     max_connections_503: int | None = None
     nofile_limit: int | None = None  # the server's RLIMIT_NOFILE and the descriptors it held before any connection
     fds_at_start: int | None = None
+    # Connection attempts dropped on a full accept queue in the server's network namespace: since the server started
+    # listening (the ramp-up included), or inside the window for an external server.
+    listen_overflows: int | None = None
+    listen_backlog: int | None = None
+
+
+def counter_since(start: Mapping[str, Any], end: Mapping[str, Any], key: str, baseline_key: str | None) -> int | None:
+    """``end[key]`` less its baseline: ``end[baseline_key]`` (a value the server noted when it started), or
+    ``start[key]`` when ``baseline_key`` is None. None when a value is missing or null."""
+    base = end.get(baseline_key) if baseline_key is not None else start.get(key)
+    now = end.get(key)
+    return now - base if now is not None and base is not None else None
 
 
 # Linux's USER_HZ: the unit of /proc/<pid>/stat and times(), what a server's CPU counters are taken to count when its
@@ -150,6 +162,10 @@ def server_deltas(
         "max_connections_503": refused,
         "nofile_limit": s1.get("nofile_limit"),
         "fds_at_start": s1.get("fds_at_start"),
+        "listen_overflows": counter_since(
+            s0, s1, "listen_overflows", None if external else "listen_overflows_at_start"
+        ),
+        "listen_backlog": s1.get("listen_backlog"),
     }
     if not (s0 and s1):
         return ServerDeltas(connections_peak=peak, rss_bytes=s1.get("rss_bytes"), **limits)
@@ -271,6 +287,8 @@ class LimitEvidence:
     server_connections_peak: int | None = None
     server_nofile_limit: int | None = None
     server_fds_at_start: int | None = None
+    listen_overflows: int | None = None  # connection attempts dropped on a full accept queue (server's namespace)
+    listen_backlog: int | None = None
     server_cpu_pct: float | None = None  # % of one core over the window
     memory_available_bytes: int | None = None  # this host's, at the window's end
     memory_total_bytes: int | None = None
@@ -279,7 +297,8 @@ class LimitEvidence:
 
 def stopped_by(e: LimitEvidence) -> str:
     """The limits that stopped a cell, one line ('' when none did): descriptors (server, client), ephemeral ports,
-    ``server.max_connections``, memory, the server's CPU at a full core, connect timeouts, a saturated instrument."""
+    ``server.max_connections``, full accept queues, memory, the server's CPU at a full core, connect timeouts, a
+    saturated instrument."""
     parts = []
     if (
         e.server_nofile_limit is not None
@@ -304,6 +323,12 @@ def stopped_by(e: LimitEvidence) -> str:
     if e.max_connections_503:
         limit = f" {e.max_connections:,}" if e.max_connections is not None else ""
         parts.append(f"server max_connections{limit}: {e.max_connections_503:,} connections answered 503")
+    if e.listen_overflows:
+        backlog = f" of {e.listen_backlog:,}" if e.listen_backlog else ""
+        parts.append(
+            f"listen queue{backlog} (server.listen_backlog, net.core.somaxconn): {e.listen_overflows:,} connection "
+            "attempts dropped on a full accept queue (ListenOverflows, the server's network namespace)"
+        )
     if (
         e.memory_available_bytes is not None
         and e.memory_total_bytes

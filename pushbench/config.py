@@ -139,6 +139,12 @@ class ServerConfig:
     sse_heartbeat_s: float = setting(15.0, "SSE comment line sent after this much silence (0 = never)", _non_negative)
     ws_heartbeat_s: float = setting(20.0, "WebSocket ping interval to detect dead peers (0 = never)", _non_negative)
     max_connections: int = setting(50_000, "open connections beyond this get 503", _at_least(1))
+    listen_backlog: int = setting(
+        4096,
+        "connections the kernel completes and queues before the server accepts them (capped by "
+        "net.core.somaxconn); connection attempts beyond it are dropped and counted (listen_overflows in /stats)",
+        _at_least(1),
+    )
     request_header_timeout_s: float = setting(
         10.0,
         "a request head (request line and headers) not complete this long after the connection opened, or after "

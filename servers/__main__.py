@@ -14,7 +14,7 @@ from aiohttp import web
 
 from pushbench.config import ConfigError, Sections, default_config, load_config
 from pushbench.gcpolicy import cyclic_gc
-from pushbench.oslimits import raise_nofile_limit
+from pushbench.oslimits import listen_backlog, raise_nofile_limit, read_listen_overflows
 from servers.app import count_connections, make_app
 from servers.state import STATE
 
@@ -62,7 +62,11 @@ async def serve(config: Sections) -> None:
     await runner.setup()
     count_connections(runner, app[STATE].stats)
     host, port = config.server.host, config.server.port
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    backlog = config.server.listen_backlog
+    stats = app[STATE].stats
+    stats.listen_backlog = listen_backlog(backlog)
+    stats.listen_overflows_at_start = read_listen_overflows()
+    site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
     await site.start()
     bound_port = runner.addresses[0][1]
     app[STATE].stats.fds_at_start = app[STATE].process.num_fds()

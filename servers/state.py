@@ -15,6 +15,7 @@ import psutil
 from aiohttp import web
 
 from pushbench.config import Sections
+from pushbench.oslimits import read_listen_overflows
 from pushbench.transports import TRANSPORTS, echo_keys
 from servers.fanout import Fanout
 from servers.feed import Event, Feed, StaleCursor
@@ -44,6 +45,10 @@ class Stats:
     # at which it runs out is known; the load generator names that limit when a cell reaches it).
     nofile_limit: int = field(default_factory=lambda: resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     fds_at_start: int | None = None
+    # The network namespace's count of connection attempts dropped on a full accept queue, when the server started
+    # listening (the kernel counts for every listener in the namespace, not per socket).
+    listen_overflows_at_start: int | None = None
+    listen_backlog: int | None = None  # what the server asked for, capped by net.core.somaxconn
     last_rss_bytes: int = 0
 
     def connection_made(self) -> None:
@@ -80,6 +85,9 @@ class Stats:
             "cyclic_gc": gc.isenabled(),  # server.cyclic_gc: CPython's cyclic garbage collector ran
             "nofile_limit": self.nofile_limit,
             "fds_at_start": self.fds_at_start,
+            "listen_backlog": self.listen_backlog,
+            "listen_overflows_at_start": self.listen_overflows_at_start,
+            "listen_overflows": read_listen_overflows(),
             "uptime_s": time.monotonic() - self.started_mono,
             "pid": process.pid,
         }

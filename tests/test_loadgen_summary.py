@@ -151,6 +151,13 @@ def test_server_limits_from_stats() -> None:
     assert (own.max_connections_503, own.nofile_limit, own.fds_at_start) == (30, 20_000, 12)  # the ramp-up's too
     assert server_deltas(start, end, ("deliveries", "sse"), external=True).max_connections_503 == 23  # 30 - 7
     assert server_deltas(STATS0, STATS0, ("deliveries", "sse")).max_connections_503 == 0  # no refusal counted yet
+    # The namespace's full-accept-queue drops: since the server listened (own server), inside the window (external).
+    start = {**STATS0, "listen_overflows_at_start": 100, "listen_overflows": 104, "listen_backlog": 4096}
+    end = {**start, "listen_overflows": 110}
+    assert server_deltas(start, end, ("deliveries", "sse")).listen_overflows == 10
+    assert server_deltas(start, end, ("deliveries", "sse"), external=True).listen_overflows == 6
+    assert server_deltas(start, {**end, "listen_overflows": None}, ("deliveries", "sse")).listen_overflows is None
+    assert server_deltas(STATS0, STATS0, ("deliveries", "sse")).listen_overflows is None  # an older server
 
 
 def test_stopped_by_names_each_limit_in_one_line() -> None:
@@ -178,6 +185,11 @@ def test_stopped_by_names_each_limit_in_one_line() -> None:
     )
     assert stopped_by(LimitEvidence(memory_available_bytes=2 * gib, memory_total_bytes=24 * gib)) == ""  # 8.3 %
     assert stopped_by(LimitEvidence(server_cpu_pct=97.6)) == "server CPU at 98 % of its one core"
+    assert stopped_by(LimitEvidence(listen_overflows=0, listen_backlog=4096)) == ""
+    assert stopped_by(LimitEvidence(listen_overflows=1_234, listen_backlog=4096)) == (
+        "listen queue of 4,096 (server.listen_backlog, net.core.somaxconn): 1,234 connection attempts dropped on a "
+        "full accept queue (ListenOverflows, the server's network namespace)"
+    )
     assert stopped_by(LimitEvidence(connect_timeouts=40, connect_timeout_s=10.0)) == "40 connect timeouts (10 s)"
     both = LimitEvidence(server_cpu_pct=99.0, saturation=("load generator CPU 90% > 80% of a core",))
     assert stopped_by(both) == (
