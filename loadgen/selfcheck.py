@@ -22,7 +22,10 @@ quotient, the same rule for every client, so the ratios printed at the end compa
   ``1 / polls_per_s`` (a loop timer per millisecond that has sends due); ``h2load --rps`` likewise sends each
   client's requests from a timer every ``1 / rps`` (nghttp2's ``rps_cb``); ``autocannon -R`` sends each
   connection's share of the second's requests back to back as answers come (``reqsMadeThisSecond``), then waits
-  for the next second, so most of its requests need no wake-up of their own.
+  for the next second, so most of its requests need no wake-up of their own. A fourth row, ``python uvloop
+  floor`` (``run_bare_poller``), is the least a CPython poller paced like pushbench's can cost here: the same
+  requests and timers on uvloop with nothing measured, so the table shows how much of pushbench's cost is its
+  measuring and how much is CPython's and uvloop's own per request.
 
 The machine's noise is of the order of the differences measured, so the whole set is measured ``--rounds`` times
 (default 3), every client once per round, in the opposite order every other round (no client always runs first
@@ -41,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import random
@@ -53,7 +57,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -266,6 +270,50 @@ async def run_websockets(url: str, clients: int) -> None:
         task.cancel()
 
 
+async def run_bare_poller(host: str, port: int, clients: int, polls_per_s: float) -> None:
+    """The floor of a CPython poller: uvloop, one kept-alive connection per client, each client's ``GET /poll`` on
+    its own timer every ``1 / polls_per_s`` (open model, as pushbench's), each answer read to the end of its
+    Content-Length body and dropped: no status check, no body parse, no stamping, no counting. pushbench's poll
+    client costs its measuring above this; this costs CPython's and uvloop's own work per request above a C peer."""
+    loop = asyncio.get_running_loop()
+    request = f"GET /poll HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    interval = 1.0 / polls_per_s
+
+    class Poller(asyncio.Protocol):
+        def __init__(self, first_at: float) -> None:
+            self.buf = b""
+            self.end = -1  # where the answer being read ends in buf; -1 while its head is incomplete
+            self.due = first_at
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)
+            loop.call_at(self.due, self.send)
+
+        def send(self) -> None:
+            self.due += interval
+            self.transport.write(request)
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            if self.end < 0:
+                head_end = self.buf.find(b"\r\n\r\n")
+                if head_end < 0:
+                    return
+                at = self.buf.find(b"\r\nContent-Length: ", 0, head_end)
+                length = int(self.buf[at + 18 : self.buf.find(b"\r\n", at + 18)]) if at >= 0 else 0
+                self.end = head_end + 4 + length
+            if len(self.buf) >= self.end:
+                self.buf, self.end = self.buf[self.end :], -1
+                loop.call_at(max(self.due, loop.time()), self.send)
+
+    start = loop.time() + 0.1
+    for i in range(clients):
+        await loop.create_connection(functools.partial(Poller, start + i * interval / clients), host, port)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+
+
 def node_env() -> dict[str, str]:
     return {**os.environ, "NODE_PATH": str(PEERS_DIR)}
 
@@ -324,6 +372,8 @@ def poll_samples(args: argparse.Namespace, missing: list[str], reverse: bool = F
         runs: list[tuple[str, list[str], dict[str, str] | None]] = [
             ("pushbench", pushbench_argv("poll", server, n, seconds, 1.0 / args.polls_per_s), None)
         ]
+        floor = [sys.executable, "-m", "loadgen.selfcheck", "--run-bare-poller", server.host, str(server.port), str(n)]
+        runs.append(("python uvloop floor", [*floor, f"{args.polls_per_s:g}"], None))
         if not any(m.startswith(("node", "autocannon")) for m in missing):
             autocannon = str(PEERS_DIR / "autocannon" / "autocannon.js")
             total = f"{rate:g}"  # for all connections, each sending its share of a second back to back
@@ -427,6 +477,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="results", help="folder for the JSON record (default results)")
     p.add_argument("--run-pushbench", nargs=6, help=argparse.SUPPRESS)
     p.add_argument("--run-websockets", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--run-bare-poller", nargs=4, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -448,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_websockets:
         with contextlib.suppress(KeyboardInterrupt):
             _run_child(run_websockets(args.run_websockets[0], int(args.run_websockets[1])))
+        return 0
+    if args.run_bare_poller:
+        host, port, n, rate = args.run_bare_poller
+        with contextlib.suppress(KeyboardInterrupt):
+            _run_child(run_bare_poller(host, int(port), int(n), float(rate)))
         return 0
     missing = missing_peers()
     for m in missing:

@@ -117,3 +117,12 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
 def run(coro: Any) -> Any:
     """Run one async test body with a hard timeout (no pytest-asyncio needed)."""
     return asyncio.run(asyncio.wait_for(coro, timeout(30)))
+
+
+def get_stats(url: str) -> dict[str, Any]:
+    """A server's ``GET /stats``, over a real socket."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/stats", timeout=timeout(5)) as answer:
+        return dict(json.load(answer))

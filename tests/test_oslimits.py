@@ -3,19 +3,17 @@ the accept queue's overflows counted by the kernel and named by the cell's ``sto
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from loadgen.summary import LimitEvidence, server_deltas, stopped_by
 from pushbench.oslimits import listen_backlog, listen_overflows
-from tests.conftest import ServerProcess, timeout
+from tests.conftest import ServerProcess, get_stats
 
 # Two pairs from a real /proc/net/netstat, shortened (TcpExt has ~120 counters, IpExt follows).
 NETSTAT = """TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops TCPTimeouts
@@ -51,11 +49,6 @@ def test_listen_backlog_is_capped_by_somaxconn(tmp_path: Path) -> None:
     assert listen_backlog(64, str(tmp_path / "absent")) == 64  # unknown cap: what was asked for
 
 
-def stats(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(f"{url}/stats", timeout=timeout(5)) as answer:
-        return dict(json.load(answer))
-
-
 def test_a_full_accept_queue_is_counted_by_the_server_and_named_by_stopped_by(
     server_process: Callable[..., ServerProcess],
 ) -> None:
@@ -76,7 +69,7 @@ def test_a_full_accept_queue_is_counted_by_the_server_and_named_by_stopped_by(
         server.proc.send_signal(signal.SIGCONT)
     for s in clients:
         s.close()
-    end = stats(server.url)
+    end = get_stats(server.url)
     deltas = server_deltas(None, end, ("deliveries", "ws"))
     assert end["listen_backlog"] == 1 and deltas.listen_backlog == 1
     assert deltas.listen_overflows is not None and deltas.listen_overflows >= 8 - 2, end

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import psutil
 
 from loadgen.selfcheck import Sample, median_costs, median_ratios, process_cpu_reader, ratio, spread, us_per_op
+from tests.conftest import ROOT, ServerProcess, get_stats, timeout
 
 
 def sample(test: str, client: str, cpu_s: float, ops: int, round_: int) -> Sample:
@@ -70,3 +74,23 @@ def test_a_process_cpu_is_read_to_well_under_a_clock_tick_and_agrees_with_proc_s
             assert cpu_s() == reading  # the child is blocked on its stdin: its clock stands still
         finally:
             child.kill()
+
+
+def test_the_bare_uvloop_floor_polls_each_client_on_its_own_timer(server_process: Callable[..., ServerProcess]) -> None:
+    """The floor row's poller against a real server: 4 clients at 25 polls/s each make 100 requests a second."""
+    server = server_process("--set", "feed.rate_hz=1")
+    argv = [sys.executable, "-m", "loadgen.selfcheck", "--run-bare-poller", "127.0.0.1", str(server.port), "4", "25"]
+    with subprocess.Popen(argv, cwd=ROOT) as poller:
+        try:
+            deadline = time.monotonic() + timeout(15)
+            while (before := get_stats(server.url)["requests"].get("poll", 0)) < 8:
+                assert poller.poll() is None and time.monotonic() < deadline, "the floor poller never polled"
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            time.sleep(1.0)
+            after = get_stats(server.url)["requests"]["poll"]
+            elapsed = time.monotonic() - t0
+            assert 0.9 * 100 * elapsed <= after - before <= 100 * elapsed + 4, (after - before, elapsed)
+        finally:
+            poller.send_signal(signal.SIGTERM)
+            assert poller.wait(timeout(5)) == 0
