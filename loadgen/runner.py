@@ -51,10 +51,10 @@ from loadgen.tls import CertificateError, CertStore, client_context
 from loadgen.worker import WorkerResult, assign_clients
 from pushbench import netns
 from pushbench.config import Cell, FeedConfig, LoadConfig
+from pushbench.contract import stats_problems
 from pushbench.stacks import H1_TLS, STACKS
 from pushbench.transports import TRANSPORTS
 from pushbench.units import NS_PER_S
-from servers.check import stats_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 20.0

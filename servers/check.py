@@ -6,7 +6,8 @@ rules decide the exit status (0: all conform, 1: some do not; 2: a usage error s
 optional ones (``/stats``, ``/time``) say what the load generator can measure beyond the client side.
 
 The judging of what came back lives in pure functions (``event_problems``, ``sequence_problems``,
-``stats_problems``, ``sse_records``), tested without a server in ``tests/test_check.py``.
+``sse_records``, and ``pushbench.contract.stats_problems``, which the load generator uses too), tested without a
+server in ``tests/test_check.py``.
 """
 
 from __future__ import annotations
@@ -24,16 +25,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from pushbench.contract import stats_problems
+
 EXIT_NONCONFORMING = 1
 EXIT_USAGE = 2
 TS_PLAUSIBLE_S = 300.0  # an event's ts further from this machine's clock is reported (clocks or units differ)
-
-# The /stats counters the load generator reads (loadgen.results.summarize); see docs/contract.md.
-STATS_NUMBERS = (
-    "events_published", "late_ticks", "connections_accepted", "connections_peak", "cpu_user_s", "cpu_system_s",
-    "rss_bytes",
-)  # fmt: skip
-STATS_TABLES = {"deliveries": ("poll", "longpoll", "sse", "ws"), "echoes": ("http", "ws")}
 
 
 @dataclass(frozen=True)
@@ -92,25 +88,6 @@ def ts_problem(ts: int, now_ns: int) -> str | None:
     if abs(off_s) > TS_PLAUSIBLE_S:
         return f"ts is {off_s:+.0f} s from this machine's clock (the clocks differ, or ts is not ns since the epoch)"
     return None
-
-
-def stats_problems(stats: Any) -> list[str]:
-    """Missing or mistyped /stats counters the load generator reads."""
-    if not isinstance(stats, dict):
-        return ["/stats must be a JSON object"]
-    problems = []
-    for key in STATS_NUMBERS:
-        value = stats.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{key} missing or not a number")
-    unit = stats.get("cpu_unit_s")  # optional: without it, the CPU counters are taken to count clock ticks
-    if "cpu_unit_s" in stats and (isinstance(unit, bool) or not isinstance(unit, int | float) or not unit > 0):
-        problems.append("cpu_unit_s, when present, must be a number of seconds > 0")
-    for key, subkeys in STATS_TABLES.items():
-        table = stats.get(key)
-        if not isinstance(table, dict) or not all(isinstance(table.get(k), int) for k in subkeys):
-            problems.append(f"{key} must map {', '.join(subkeys)} to counts")
-    return problems
 
 
 def sse_records(text: str) -> list[tuple[str | None, str]]:

@@ -8,13 +8,13 @@ import sys
 from aiohttp import web
 from conftest import ROOT, run, running_server, timeout
 
+from pushbench.contract import stats_problems
 from servers.check import (
     check_server,
     event_problems,
     main,
     sequence_problems,
     sse_records,
-    stats_problems,
     ts_problem,
     url_problem,
 )
