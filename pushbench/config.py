@@ -560,7 +560,26 @@ def build_config(data: dict[str, Any], source: str, overrides: Iterable[str] = (
     if problems:
         raise ConfigError(source, problems)
     name = Path(source).stem if source.endswith(".toml") else source
-    return Config(**sections, source=source, name=name, matrix=matrix, sweeps=sweeps)
+    config = Config(**sections, source=source, name=name, matrix=matrix, sweeps=sweeps)
+    # A combination only some cells have (a varied key meeting another): named with the cells' varied values.
+    in_cells: dict[str, list[Cell]] = {}
+    for cell in expand_cells(config):
+        for problem in _cross_checks(cell) if cell.varied else ():
+            in_cells.setdefault(problem, []).append(cell)
+    if in_cells:
+        raise ConfigError(source, [f"{p} ({_cells_text(cells)})" for p, cells in in_cells.items()])
+    return config
+
+
+def _cells_text(cells: Sequence[Cell]) -> str:
+    """'the cell stack = 'h2-tls', server.keepalive = false' (and how many more have the problem)."""
+    first = ", ".join(f"{k} = {_shown(v)}" for k, v in cells[0].varied.items())
+    return f"the cell {first}" + (f", and {len(cells) - 1} more" if len(cells) > 1 else "")
+
+
+def _shown(value: Any) -> str:
+    """A value as a config line writes it (true/false in TOML's spelling)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _cross_checks(sections: Sections) -> list[str]:
@@ -581,7 +600,14 @@ def _cross_checks(sections: Sections) -> list[str]:
             "server.host: with load.executor = 'dask' the shards connect to server.host, so it must be an address "
             f"they can reach, not the wildcard {sections.server.host!r}"
         )
-    tls = stacks.STACKS[load.stack].tls if load.stack in stacks.STACKS else False
+    stack = stacks.STACKS.get(load.stack)
+    if stack is not None and stack.http2 and not sections.server.keepalive:
+        problems.append(
+            f"server.keepalive: false cannot be measured over load.stack {load.stack!r}: its TLS proxy closes HTTP/1 "
+            "connections after each response (option httpclose) but keeps HTTP/2 ones open; compare keep-alive "
+            "over h1 or h1-tls"
+        )
+    tls = stack.tls if stack is not None else False
     url = sections.target.url
     if url and tls != url.startswith("https://"):
         problems.append(

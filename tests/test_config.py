@@ -196,3 +196,20 @@ def test_executor_and_target_keys_are_checked(tmp_path: Path) -> None:
     assert any("server.host: with load.executor = 'dask'" in p for p in wildcard)
     ok = build_config({"target": {"url": "http://[::1]:8080"}, "load": {"executor": "local"}}, "x.toml")
     assert ok.target.url == "http://[::1]:8080" and expand_cells(ok)[0].target.url == "http://[::1]:8080"
+
+
+def test_a_combination_only_some_cells_have_is_checked_in_each_cell(tmp_path: Path) -> None:
+    """Keep-alive off cannot be measured over HTTP/2 (the proxy keeps h2 connections): refused in the base config,
+    and in the cells of a matrix that meet it, named by their varied values; sweeps that avoid it pass."""
+    why = "server.keepalive: false cannot be measured over load.stack 'h2-tls'"
+    (base,) = problems(tmp_path, '[load]\nstack = "h2-tls"\n[server]\nkeepalive = false\n')
+    assert base.startswith(why) and "(the cell" not in base
+    (matrix,) = problems(
+        tmp_path, '[matrix]\ntransport = ["poll", "ws"]\nstack = ["h1", "h2-tls"]\nkeepalive = [true, false]\n'
+    )
+    assert matrix.startswith(why)
+    assert matrix.endswith("(the cell transport = 'poll', stack = 'h2-tls', keepalive = false, and 1 more)")
+    (tls,) = problems(tmp_path, '[target]\nurl = "http://10.0.0.9:8080"\n[matrix]\nstack = ["h1", "h1-tls"]\n')
+    assert "an https target needs a TLS stack" in tls and tls.endswith("(the cell stack = 'h1-tls')")
+    sweeps = '[[sweep]]\nstack = ["h2-tls"]\n\n[[sweep]]\nstack = ["h1", "h1-tls"]\nkeepalive = [true, false]\n'
+    assert len(expand_cells(load_config(write(tmp_path, sweeps)))) == 5
