@@ -792,9 +792,16 @@ class Connection:
         """The server has closed its side (its FIN arrived): the connection cannot carry another request."""
         return self._rx.eof or self._peer_closed()
 
-    def reusable(self) -> bool:
+    def reusable(self, answered_now: bool = False) -> bool:
         """Open on both sides: the next request may go out on it. What ``ClientContext.reuse_or_connect`` checks
-        first (a reset or a server's FIN make it False; that method then says which it was)."""
+        first (a reset or a server's FIN make it False; that method then says which it was).
+
+        ``answered_now``: a kept-alive response was read from it in this very callback, so the kernel's state is
+        not read (one system call per request): only a FIN the loop has already read counts. A server that closes
+        right after a keep-alive answer then fails the next request at once (``ConnectionReused``: retried on a
+        new connection, not counted as an error) instead of being seen before it is sent."""
+        if answered_now:
+            return not self._rx.eof and not self.transport.is_closing()
         return not self.peer_closed() and not self.transport.is_closing()
 
     @property

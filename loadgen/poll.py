@@ -157,11 +157,13 @@ class CallbackPolls:
         self.due_ns = 0  # short polling: the send time of the request sent or to send next
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    def send(self) -> None:
+    def send(self, answered_now: bool = False) -> None:
+        """Send the next request. ``answered_now``: called as the previous answer is read, so the connection's
+        kernel state is not read first to see whether the server closed it meanwhile (``Connection.reusable``)."""
         if self.done.done():  # the coroutine took over (or was cancelled) before this send came due
             return
         conn = self.conn
-        if self.ctx.stop.is_set() or not conn.reusable():
+        if self.ctx.stop.is_set() or not conn.reusable(answered_now):
             self.done.set_result(False)
             return
         try:
@@ -187,7 +189,7 @@ class CallbackPolls:
             return
         schedule = self.schedule
         if schedule is None:
-            self.send()
+            self.send(answered_now=True)
         else:
             self.due_ns = schedule.next(max(time.time_ns(), self.due_ns + 1))
             self.ctx.wheel.add(self.due_ns, self.send)

@@ -257,6 +257,19 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_at_the_next_poll_
     assert (out.client.tracker.received, out.client.tracker.duplicated) == (EVENTS, 0)
 
 
+def test_a_long_poll_connection_the_server_closes_right_after_an_answer_is_retried_not_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server answers long poll 3 (keep-alive) and closes at once. The next long poll goes out as the answer
+    is read, without reading the kernel's state first (``Connection.reusable(answered_now=True)``): it fails at
+    once, is retried on a new connection and is not counted as an error; every event once, bytes exact."""
+    out = run_client(monkeypatch, "longpoll", {3: "idle-close"}, caught_up)
+    assert sum(out.ctx.errors.values()) == 0 and out.ctx.reconnects == 0
+    assert out.server.connections == 2 and out.ctx.requests_retried == 1
+    assert (out.client.tracker.received, out.client.tracker.duplicated) == (EVENTS, 0)
+    assert_bytes_exact(out)
+
+
 def connection_to(port: int, timeout_s: float) -> Awaitable[Connection]:
     return Connection.open(WindowBook(), 0, 1, "127.0.0.1", port, timeout_s)
 
