@@ -243,7 +243,11 @@ class ClientContext:
         except msgspec.MsgspecError:
             raise not_an_event(raw) from None
         seq = event.seq
-        conn.ledger.add_down(at, wire_bytes, payload_bytes)
+        ledger = conn.ledger
+        if at >= ledger.down_open_from and payload_bytes is None:  # inside the window: ``add_down`` without a call
+            ledger.down_payload += wire_bytes
+        else:
+            ledger.add_down(at, wire_bytes, payload_bytes)
         if client.tracker.add(seq):
             self.latency.append_ns(received_ns + self.clock_offset_ns - event.ts)
         return seq
@@ -379,7 +383,7 @@ def stale_resume_point(body: bytes) -> int:
         raise ClientError(ErrorKind.PROTOCOL, f"410 without a usable 'oldest': {body[:80]!r}") from None
 
 
-class Event(msgspec.Struct):
+class Event(msgspec.Struct, gc=False):
     """A feed event as ``docs/contract.md`` defines it (other fields are allowed: skipped, checked as JSON only)."""
 
     seq: int

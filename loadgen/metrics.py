@@ -276,22 +276,27 @@ class PayloadLedger:
         self.up_start: int | None = None
         self.up_end: int | None = None
         self.down_payload = 0
+        # Received bytes at or after this offset count whole (the window has started and not ended): the start
+        # mark while the window is open, else infinity. One comparison per message (``ClientContext.deliver_event``).
+        self.down_open_from: float = math.inf
         self._up_spans: list[tuple[int, int]] = []
 
     def mark_start(self, down_offset: int, up_offset: int) -> None:
         self.down_start, self.up_start = down_offset, up_offset
+        self.down_open_from = down_offset if self.down_end is None else math.inf
         self._up_spans = [(o, n) for o, n in self._up_spans if o + n > up_offset]
 
     def mark_end(self, down_offset: int, up_offset: int) -> None:
         self.down_end, self.up_end = down_offset, up_offset
+        self.down_open_from = math.inf
 
     def add_down(self, offset: int, length: int, payload_bytes: int | None = None) -> None:
         """``length`` stream bytes read at ``offset`` carried payload (``payload_bytes`` of it when compressed)."""
+        if offset >= self.down_open_from and payload_bytes is None:  # read inside the window
+            self.down_payload += length
+            return
         start = self.down_start
         if start is None:
-            return
-        if self.down_end is None and offset >= start and payload_bytes is None:  # read inside the window
-            self.down_payload += length
             return
         hi = math.inf if self.down_end is None else self.down_end
         inside = overlap(offset, offset + length, start, hi)

@@ -109,7 +109,7 @@ async def stream(ctx: ClientContext, client: ClientState, conn: Connection) -> N
     client.ready()
     # Heartbeats arrive every sse_heartbeat_s at most, so silence is not an error: wait until stopped.
     conn.timeout_s = None
-    await conn.run_sink(ChunkedSseSink(ctx, client, conn))
+    await conn.run_sink(ChunkedSseSink(ctx, client, conn).consume)
 
 
 def whole_record(data: bytes | bytearray, start: int, stop: int) -> int | None:
@@ -134,7 +134,7 @@ def whole_record(data: bytes | bytearray, start: int, stop: int) -> int | None:
 
 
 class ChunkedSseSink:
-    """The SSE receive path (a ``Connection`` sink): every whole HTTP chunk of each received chunk of bytes is
+    """The SSE receive path (its ``consume`` is a ``Connection`` sink): every whole HTTP chunk of each received chunk of bytes is
     de-chunked and parsed where it lies; each event is delivered with its data placed in the TCP stream.
 
     Runs once per message. pushbench's server writes every event as one chunk holding one ``id: N`` + ``data: D``
@@ -147,6 +147,7 @@ class ChunkedSseSink:
 
     def __init__(self, ctx: ClientContext, client: ClientState, conn: Connection) -> None:
         self.ctx = ctx
+        self.deliver = ctx.deliver_event  # bound once: it is called once per message
         self.client = client
         self.conn = conn
         self.parser = SseParser()
@@ -155,9 +156,9 @@ class ChunkedSseSink:
         # their length, where its D starts and where the chunk ends (after its CRLF), from the chunk's start.
         self.shape: tuple[bytes, int, int, int] = NO_SHAPE
 
-    def __call__(self, data: bytes | bytearray, offset: int) -> int:
+    def consume(self, data: bytes | bytearray, offset: int) -> int:
         received_ns = time.time_ns()
-        deliver, client, conn = self.ctx.deliver_event, self.client, self.conn
+        deliver, client, conn = self.deliver, self.client, self.conn
         head, head_len, at_rel, end_rel = self.shape
         pos, size, idle = 0, len(data), self.parser_idle
         while pos < size:

@@ -131,7 +131,7 @@ async def handshake(ctx: ClientContext, client: ClientState, conn: Connection, t
 
 
 class FrameSink:
-    """A WebSocket's receive path (a ``Connection`` sink): every whole frame of each received chunk is parsed
+    """A WebSocket's receive path (its ``consume`` is a ``Connection`` sink): every whole frame of each received chunk is parsed
     where it lies, text frames are delivered, pings answered; a close frame or a protocol error ends it.
 
     Runs once per message, so the common frame (final, uncompressed text, unmasked, under 64 KiB: every event
@@ -139,14 +139,15 @@ class FrameSink:
 
     def __init__(self, ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
         self.ctx = ctx
+        self.deliver = ctx.deliver_event  # bound once: it is called once per message
         self.client = client
         self.conn = conn
         self.inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflate else None
         self.feed = feed
 
-    def __call__(self, data: bytes | bytearray, offset: int) -> int:
+    def consume(self, data: bytes | bytearray, offset: int) -> int:
         received_ns = time.time_ns()
-        deliver, client, conn = self.ctx.deliver_event, self.client, self.conn
+        deliver, client, conn = self.deliver, self.client, self.conn
         pos, size = 0, len(data)
         while size - pos >= 2:
             b0, length = data[pos], data[pos + 1]
@@ -209,7 +210,7 @@ class FrameSink:
 async def receive(ctx: ClientContext, client: ClientState, conn: Connection, deflate: bool, feed: bool) -> None:
     """Deliver text frames until the connection ends (a ClientError says why)."""
     conn.timeout_s = None  # a quiet feed is not an error; the cell's stop ends the wait
-    await conn.run_sink(FrameSink(ctx, client, conn, deflate, feed))
+    await conn.run_sink(FrameSink(ctx, client, conn, deflate, feed).consume)
 
 
 async def run_feed(ctx: ClientContext, client: ClientState) -> None:
