@@ -15,11 +15,18 @@ A subscriber leaves the broadcast for the catch-up path when a write would not f
 send a close frame (``Fanout.leave``), or when the feed closes; the catch-up path then decides what happens, with
 the same counters as before (``deliveries``, ``slow_client_drops``). A channel with a heartbeat (SSE) also lets a
 member go after ``idle_s`` without a write, with one timer per channel rather than one per subscriber.
+
+A member whose transport holds nothing unsent is written with one ``os.write`` on its socket's descriptor, the
+system call the transport's ``write`` would make, without the transport's bookkeeping around it (a list of
+buffers allocated and freed per write); whatever the kernel does not take (a partial write, EAGAIN, an error) goes
+to the transport's ``write``, which queues it, or meets the same error and closes the connection, as before. The
+bytes on the wire and their order are the same: the transport is only bypassed when it has nothing queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -44,13 +51,29 @@ def http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def socket_fd(transport: Transport | None) -> int:
+    """The descriptor of a transport's socket, or -1 when it has none (the broadcast then writes through it)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (OSError, ValueError):
+        return -1
+
+
+def write_rest(transport: Transport, data: bytes, sent: int) -> None:
+    """After ``os.write`` took ``sent`` bytes of ``data`` (-1: it failed), hand the rest to the transport: it queues
+    what the kernel did not take, or meets the error itself and closes the connection, as its own write would."""
+    transport.write(data if sent <= 0 else memoryview(data)[sent:])
+
+
 class Subscriber:
     """One streaming connection as the broadcast sees it: where to write, its cursor, its send-buffer bound."""
 
-    __slots__ = ("cursor", "joined", "limit", "transport", "wake")
+    __slots__ = ("cursor", "fd", "joined", "limit", "transport", "wake")
 
     def __init__(self, transport: Transport, cursor: int, limit: int) -> None:
         self.transport = transport
+        self.fd = socket_fd(transport)  # written directly while the transport holds nothing unsent
         self.cursor = cursor  # the last seq written to it (while it is a member: its channel's ``seq``)
         self.limit = limit  # server.send_buffer_bytes
         self.joined = 0.0  # loop time it last joined its channel
@@ -61,9 +84,10 @@ class Subscriber:
 class Channel:
     """The subscribers that get the same bytes: one framing, one ``deliveries`` counter, one send-buffer bound.
 
-    Members are kept in the order they joined, keyed by their transport, which is all ``Fanout.publish`` touches per
-    member: every member has been written every event up to ``seq`` (their shared cursor) and has the channel's
-    ``limit``, so nothing per subscriber is read or written while the broadcast goes out.
+    Members are kept in the order they joined, keyed by their transport, which with its descriptor is all
+    ``Fanout.publish`` touches per member: every member has been written every event up to ``seq`` (their shared
+    cursor) and has the channel's ``limit``, so nothing else per subscriber is read or written while the broadcast
+    goes out.
     """
 
     name: str  # the transport's name in /stats deliveries
@@ -124,15 +148,26 @@ class Fanout:
             data = b"".join(channel.frame(e) for e in events)  # framed once for every subscriber
             size, limit = len(data), channel.limit
             leaving = []
-            for transport in members:
+            write = os.write
+            for transport, sub in members.items():
                 if transport.is_closing():
                     leaving.append(transport)
                     continue
                 buffered = transport.get_write_buffer_size()
-                if buffered and is_full(buffered, size, limit):
-                    leaving.append(transport)  # the catch-up path gives it the grace, or drops it
+                if buffered or sub.fd < 0:
+                    if is_full(buffered, size, limit):
+                        leaving.append(transport)  # the catch-up path gives it the grace, or drops it
+                        continue
+                    transport.write(data)
                     continue
-                transport.write(data)
+                try:
+                    sent = write(sub.fd, data)  # nothing queued: the system call the transport would make
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    sent = -1
+                if sent != size:
+                    write_rest(transport, data, sent)
             self.deliveries[channel.name] += (len(members) - len(leaving)) * count
             for transport in leaving:
                 _release(channel, members[transport], True)  # its cursor: the seq before this publication

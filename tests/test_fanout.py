@@ -4,14 +4,20 @@ loopback connections."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
 
+import pytest
+import uvloop
 from conftest import run, running_server, timeout
 from rawwire import OP_CLOSE, OP_TEXT, RawWebSocket, client_frame
 
-from servers.fanout import TIMER_SLACK_S, Fanout, Subscriber, http_chunk, idle_due, silent_since, ws_text_frame
+from servers.fanout import TIMER_SLACK_S, Channel, Fanout, Subscriber, http_chunk, idle_due, silent_since, ws_text_frame
 from servers.feed import Feed
 from servers.ws import SOCKETS, close_all
 
@@ -48,8 +54,7 @@ async def _pairs(n: int) -> Pairs:
 
     class Sink(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            accepted.put_nowait(transport)
+            accepted.put_nowait(cast(asyncio.Transport, transport))  # uvloop's are not registered as subclasses
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Sink, "127.0.0.1", 0)
@@ -98,6 +103,86 @@ def test_publish_writes_the_same_bytes_to_every_member_and_leavers_keep_their_cu
         await _close(pairs)
 
     run(body())
+
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def run_on(loop: str, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(body(), timeout(30)))
+
+
+@dataclass
+class Broadcast:
+    """A feed and its WebSocket channel with ``n`` members over real loopback connections, all in the broadcast."""
+
+    feed: Feed
+    deliveries: Counter[str]
+    fanout: Fanout
+    channel: Channel
+    pairs: Pairs
+    subs: list[Subscriber]
+    joins: list[asyncio.Task[bool]]
+
+    @classmethod
+    async def start(cls, n: int, payload_bytes: int, limit: int) -> Broadcast:
+        feed, deliveries = Feed(rate_hz=1, payload_bytes=payload_bytes), Counter[str]()
+        fanout = Fanout(feed, deliveries)
+        channel = fanout.channel("ws", "ws", lambda e: ws_text_frame(e.body), limit=limit)
+        pairs = await _pairs(n)
+        subs = [Subscriber(t, 0, limit) for t in pairs[0]]
+        joins = [asyncio.create_task(fanout.join(channel, s)) for s in subs]
+        await asyncio.sleep(0)
+        return cls(feed, deliveries, fanout, channel, pairs, subs, joins)
+
+    async def stop(self) -> None:
+        for join in self.joins:
+            join.cancel()
+        await asyncio.gather(*self.joins, return_exceptions=True)
+        await _close(self.pairs)
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_what_the_kernel_does_not_take_is_queued_by_the_transport_in_order(loop: str) -> None:
+    # A member that does not read: each 300-kB event is written to its descriptor until the kernel's buffers are
+    # full, the rest goes to the transport (a partial write, then EAGAIN), and later events queue behind it. When
+    # it reads, it gets every frame whole and in order: the bytes the transport alone would have sent.
+    async def body() -> None:
+        b = await Broadcast.start(1, payload_bytes=300_000, limit=1 << 26)
+        (transport,), (reader,), (sub,) = b.pairs[0], b.pairs[1], b.subs
+        assert sub.fd == transport.get_extra_info("socket").fileno() >= 0
+        frames = b"".join(ws_text_frame(b.feed.publish_tick(i)[0].body) for i in range(1, 21))  # about 6 MB
+        assert transport.get_write_buffer_size() > 0  # the kernel did not take it all: the transport holds the rest
+        assert await asyncio.wait_for(reader.readexactly(len(frames)), timeout(10)) == frames
+        assert b.deliveries["ws"] == 20 and b.channel.members == {transport: sub}
+        await b.stop()
+
+    run_on(loop, body)
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_a_write_to_a_reset_connection_closes_its_transport_and_the_member_leaves(loop: str) -> None:
+    # The peer resets the connection (SO_LINGER 0): the next os.write fails, the transport meets the same error on
+    # the rest and closes, and the next publication leaves the member out.
+    async def body() -> None:
+        b = await Broadcast.start(2, payload_bytes=10, limit=1 << 20)
+        transports, readers, writers = b.pairs[0], b.pairs[1], b.pairs[2]
+        transports[0].pause_reading()  # the server side learns of the reset from its next write, not a read
+        sock = writers[0].get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writers[0].transport.abort()  # RST
+        await asyncio.sleep(0.05)
+        for seq in (1, 2, 3):
+            b.feed.publish_tick(seq)
+            await asyncio.sleep(0.05)
+        assert transports[0].is_closing()
+        assert await asyncio.wait_for(b.joins[0], timeout(2)) is True  # left for the catch-up path
+        frames = b"".join(ws_text_frame(e.body) for e in b.feed.events_after(0))
+        assert await asyncio.wait_for(readers[1].readexactly(len(frames)), timeout(2)) == frames
+        await b.stop()
+
+    run_on(loop, body)
 
 
 def test_members_leave_for_a_heartbeat_after_idle_s_of_silence_in_join_order() -> None:
