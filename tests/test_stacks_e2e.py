@@ -80,9 +80,15 @@ def test_h1_tls_websocket_event_costs_its_frame_header_plus_one_record(tmp_path:
     assert 500 < conns.bytes_down_tls_handshake.min() <= conns.bytes_down_tls_handshake.max() < 2000
     assert conns.bytes_down_tls_handshake.max() - conns.bytes_down_tls_handshake.min() <= 4
     assert 200 < conns.bytes_up_tls_handshake.min() < 1000
-    # Up, after the handshake, each connection carried one request: exactly one record's overhead.
+    # Up, after the handshake, each connection carried one request: exactly one record's overhead. When the proxy's
+    # close_notify (option httpclose) is read in the same turn as the answer, before the client closes, Python's
+    # TLS layer answers it with its own at once (asyncio.sslproto: _start_shutdown on close_notify), so that
+    # connection's count also holds one alert record: 2 bytes of alert in a record's overhead.
     up_records = conns.bytes_up_tcp - conns.bytes_up_plain - conns.bytes_up_tls_handshake
-    assert (up_records == TLS13_RECORD_OVERHEAD_BYTES).all(), up_records.tolist()
+    close_notify = TLS13_RECORD_OVERHEAD_BYTES + 2
+    assert set(up_records) <= {TLS13_RECORD_OVERHEAD_BYTES, TLS13_RECORD_OVERHEAD_BYTES + close_notify}, (
+        up_records.tolist()
+    )
     for direction in ("down", "up"):
         layers_add_up(poll, direction)
     assert poll.bytes_up_tls > 0 and poll.bytes_down_tls > 0
