@@ -4,12 +4,10 @@ previous state comes back afterwards; a real server reports the state it ran wit
 from __future__ import annotations
 
 import gc
-import json
-import urllib.request
 from collections.abc import Callable
 
 from pushbench.gcpolicy import cyclic_gc
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, get_stats
 
 
 def collections() -> int:
@@ -51,10 +49,5 @@ def test_cyclic_gc_on_collects_and_a_disabled_collector_stays_disabled() -> None
 
 
 def test_a_real_server_reports_its_collector(server_process: Callable[..., ServerProcess]) -> None:
-    def stats(server: ServerProcess) -> dict[str, object]:
-        with urllib.request.urlopen(f"{server.url}/stats", timeout=5) as response:
-            data: dict[str, object] = json.load(response)
-            return data
-
-    assert stats(server_process())["cyclic_gc"] is False
-    assert stats(server_process("--set", "server.cyclic_gc=true"))["cyclic_gc"] is True
+    assert get_stats(server_process().url)["cyclic_gc"] is False
+    assert get_stats(server_process("--set", "server.cyclic_gc=true").url)["cyclic_gc"] is True

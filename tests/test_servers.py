@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 import websockets
 from aiohttp import web
-from conftest import ServerProcess, run, running_server, timeout
+from conftest import ServerProcess, get_stats, run, running_server, timeout
 
 from loadgen.selfcheck import process_cpu_reader
 
@@ -237,8 +236,7 @@ def test_stats_read_the_server_cpu_to_the_microsecond_as_its_cpu_clock_counts_it
     readings = []
     for _ in range(5):
         before = clock()
-        with urllib.request.urlopen(f"{server.url}/stats", timeout=timeout(5)) as resp:
-            stats = json.loads(resp.read())
+        stats = get_stats(server.url)
         after = clock()
         cpu = stats["cpu_user_s"] + stats["cpu_system_s"]
         assert stats["cpu_unit_s"] == 1e-6

@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chromium import SCREENSHOTS, launched
-from conftest import ROOT, ServerProcess, timeout
+from conftest import ROOT, ServerProcess, get_stats, timeout
 
 from tools import browser_profile
 
@@ -87,12 +86,6 @@ def open_page(browser: Any) -> Iterator[Callable[..., Page]]:
     for page in pages:
         assert not page.errors, f"JavaScript errors on the page: {page.errors}"
         page.close()
-
-
-def server_stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/stats", timeout=timeout(5)) as resp:
-        stats: dict[str, Any] = json.load(resp)
-        return stats
 
 
 def every(snap: Snapshot, check: Callable[[dict[str, Any]], bool]) -> bool:
@@ -242,7 +235,7 @@ def test_page_counters_match_server_stats(
     last: tuple[Any, ...] = ()
     for _ in range(100):
         before = page.snapshot()
-        stats = server_stats(sp.url)
+        stats = get_stats(sp.url)
         after = page.snapshot()
         page_counts = {t: (after[t]["messages"], after[t]["requests"]) for t in TRANSPORTS}
         server_counts = {t: (stats["deliveries"][t], stats["requests"].get(t, 0)) for t in TRANSPORTS}
@@ -295,7 +288,7 @@ def test_server_restart_is_detected_and_the_new_feed_is_followed_from_seq_1(
     )
     assert_contiguous(snap)  # since the reset: every seq of the new server from 1 on
     assert all(any("RESET" in line for line in snap[t]["log"]) for t in TRANSPORTS)
-    assert server_stats(second.url)["latest_seq"] >= snap["ws"]["cursor"]
+    assert get_stats(second.url)["latest_seq"] >= snap["ws"]["cursor"]
     page.screenshot("after-restart", capsys)
 
 
@@ -309,11 +302,11 @@ def test_events_that_left_history_are_counted_lost(
     paused = page.snapshot()
     furthest = max(paused[t]["cursor"] for t in TRANSPORTS)
     deadline = time.monotonic() + timeout(10)
-    while server_stats(sp.url)["oldest_seq"] <= furthest + 30:
+    while get_stats(sp.url)["oldest_seq"] <= furthest + 30:
         assert time.monotonic() < deadline, "the feed did not move on"
         time.sleep(0.1)
     page.page.evaluate("window.pushbench.resume()")
-    latest = server_stats(sp.url)["latest_seq"]
+    latest = get_stats(sp.url)["latest_seq"]
     snap = page.wait_until("every transport past the loss", lambda s: every(s, lambda t: t["cursor"] >= latest + 10))
     assert_contiguous(snap)  # received + counted lost == every seq from the first to the last
     for t in TRANSPORTS:
